@@ -1,0 +1,142 @@
+"""The `hotlap` command: local training, seeding a run for compose, listing tracks.
+
+It composes the services; it does not re-implement them. Options default to the HOTLAP_*
+environment variables, so the compose `init` service runs plain `python -m hotlap seed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hotlap.seed import SeedError, UserFiles, prepare_run_files, seed_store
+from shared.config import ConfigError, RunSettings, ServiceConfig
+from shared.store import ModelStore, StoreError, open_store
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def _add_run_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    files = parser.add_argument_group("the run's files (DeepRacer formats; defaults are embedded)")
+    files.add_argument("--custom-files", type=Path, default=env.get("HOTLAP_CUSTOM_FILES"),
+                       help="folder with reward_function.py, model_metadata.json, hyperparameters.json")
+    files.add_argument("--reward-function", type=Path, help="reward_function.py")
+    files.add_argument("--model-metadata", type=Path, help="model_metadata.json")
+    files.add_argument("--hyperparameters", type=Path, help="hyperparameters.json")
+    run = parser.add_argument_group("run settings")
+    run.add_argument("--track", default=env.get("HOTLAP_TRACK", "reInvent2019_track"),
+                     help="DeepRacer track name (see `hotlap tracks`)")
+    run.add_argument("--reverse", action="store_true", default=env.get("HOTLAP_REVERSE", "") in ("1", "true"),
+                     help="drive the track in the other direction")
+    run.add_argument("--max-iterations", type=int, default=_int_or_none(env.get("HOTLAP_MAX_ITERATIONS")),
+                     help="training iterations (default: term_cond_max_episodes)")
+    run.add_argument("--episodes-per-iteration", type=int,
+                     default=_int_or_none(env.get("HOTLAP_EPISODES_PER_ITERATION")),
+                     help="episodes between training (default: num_episodes_between_training)")
+    run.add_argument("--max-steps", type=int, default=_int_or_none(env.get("HOTLAP_MAX_STEPS")),
+                     help="per-episode step cap (DeepRacer: 10000)")
+    run.add_argument("--cars-per-worker", type=int, default=_int_or_none(env.get("HOTLAP_CARS_PER_WORKER")),
+                     help="cars each simulator process steps at once")
+    run.add_argument("--schedule", choices=("sync", "async"), default=env.get("HOTLAP_SCHEDULE", "sync"))
+    run.add_argument("--workers", type=int, default=_int_or_none(env.get("HOTLAP_WORKERS")) or 1,
+                     help="simulator worker processes")
+
+
+def _settings_from(args: argparse.Namespace) -> RunSettings:
+    values = {"track": args.track, "reverse": args.reverse, "schedule": args.schedule,
+              "num_workers": args.workers}
+    if args.max_steps is not None:
+        values["max_steps_per_episode"] = args.max_steps
+    if args.cars_per_worker is not None:
+        values["cars_per_worker"] = args.cars_per_worker
+    return RunSettings.model_validate(values)
+
+
+def _prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    explicit = UserFiles(args.reward_function, args.model_metadata, args.hyperparameters)
+    files = UserFiles.from_folder(args.custom_files).merged(explicit)
+    return prepare_run_files(files, _settings_from(args), max_iterations=args.max_iterations,
+                             episodes_per_iteration=args.episodes_per_iteration)
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    config = ServiceConfig.from_env()
+    run_files = _prepare(args)
+    store = ModelStore(open_store(config.store_url, config.s3_endpoint_url))
+    seed_store(store, run_files)
+    print(f"seeded run {config.run_id} in {store.url}: track {run_files.settings.track}, "
+          f"{run_files.settings.max_iterations} iterations of "
+          f"{run_files.hyperparameters.num_episodes_between_training} episodes")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hotlap.local import LocalRun, train_locally
+
+    run_files = _prepare(args)
+    run_id = args.run_id or time.strftime("hotlap-%Y%m%d-%H%M%S")
+    store_url = args.store or f"file://{(args.runs_dir / run_id).resolve()}"
+    run = LocalRun(run_id=run_id, store_url=store_url, s3_endpoint_url=args.s3_endpoint_url,
+                   workers=args.workers, redis_url=args.redis_url,
+                   log_dir=(args.runs_dir / run_id / "logs" / "processes").resolve() if not args.store else None)
+    print(f"training {run_id} on {run_files.settings.track}: {args.workers} worker(s) × "
+          f"{run_files.settings.cars_per_worker} car(s), {run_files.settings.max_iterations} iterations × "
+          f"{run_files.hyperparameters.num_episodes_between_training} episodes, "
+          f"sensors {','.join(run_files.metadata.sensor)} → {store_url}", flush=True)
+    return train_locally(run, run_files)
+
+
+def cmd_tracks(args: argparse.Namespace) -> int:
+    from simulator.track import available_tracks, load_track
+
+    print(f"{'track':40s} {'length m':>9s} {'width m':>8s} {'shape':>7s} {'direction':>10s}")
+    for name in available_tracks():
+        track = load_track(name)
+        width = track.mean_width if hasattr(track, "mean_width") else float("nan")
+        direction = "ccw" if track.is_ccw else "cw"
+        shape = "loop" if track.closed else "open"
+        print(f"{name:40s} {track.length:9.2f} {width:8.2f} {shape:>7s} {direction:>10s}")
+    return 0
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotlap", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train locally: own Redis, local folder store, N workers")
+    _add_run_options(train, env)
+    train.add_argument("--run-id", help="default: hotlap-<timestamp>")
+    train.add_argument("--runs-dir", type=Path, default=Path(env.get("HOTLAP_RUNS_DIR", "hotlap-runs")),
+                       help="where local runs are stored (default ./hotlap-runs)")
+    train.add_argument("--store", help="store URL instead of a local folder, e.g. s3://bucket/prefix")
+    train.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
+    train.add_argument("--redis-url", help="use this Redis instead of starting one")
+    train.set_defaults(func=cmd_train)
+
+    seed = commands.add_parser("seed", help="validate the run's files and put them in the store (compose init)")
+    _add_run_options(seed, env)
+    seed.set_defaults(func=cmd_seed)
+
+    tracks = commands.add_parser("tracks", help="list the DeepRacer tracks hotlap ships")
+    tracks.set_defaults(func=cmd_tracks)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser(os.environ).parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except (SeedError, ConfigError, StoreError) as e:
+        print(f"hotlap {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

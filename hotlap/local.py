@@ -1,0 +1,152 @@
+"""`hotlap train`: the whole pipeline on one machine, no Docker.
+
+Starts its own redis-server, seeds the store (a local folder by default, or S3), then runs the
+trainer and N simulator workers as separate processes — the same `python -m trainer` and
+`python -m simulator` services compose runs — shows live progress and ends with a summary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hotlap.redis_server import redis_server
+from hotlap.seed import seed_store
+from shared.run_files import RunFiles
+from shared.store import ModelStore, open_store
+from shared.transport import RunTransport, TransportError
+
+PROGRESS_EVERY_S = 1.0
+WORKER_EXIT_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    run_id: str
+    store_url: str
+    s3_endpoint_url: str | None
+    workers: int
+    redis_url: str | None = None  # use this server instead of starting one
+    log_dir: Path | None = None
+    quiet: bool = False
+
+
+def _service_env(run: LocalRun, redis_url: str, worker_name: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HOTLAP_RUN_ID=run.run_id, HOTLAP_REDIS_URL=redis_url, HOTLAP_STORE_URL=run.store_url)
+    if run.s3_endpoint_url:
+        env["HOTLAP_S3_ENDPOINT_URL"] = run.s3_endpoint_url
+    if worker_name:
+        env["HOTLAP_WORKER_NAME"] = worker_name
+    # Each process gets one compute thread: N workers + trainer share the machine's cores.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("HOTLAP_SIM_TRACE_LOG", "0")
+    return env
+
+
+def _spawn(module: str, env: dict[str, str], log_path: Path | None) -> subprocess.Popen[bytes]:
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _progress_line(transport: RunTransport, started: float) -> str:
+    progress = transport.progress()
+    workers = transport.live_workers()
+    steps_per_s = sum(float(w.get("steps_per_s", 0)) for w in workers.values())
+    if not progress:
+        return f"[{time.monotonic() - started:6.0f}s] waiting for the first iteration… " \
+               f"{len(workers)} worker(s), {steps_per_s:,.0f} steps/s"
+    return (f"[{time.monotonic() - started:6.0f}s] iteration {progress['iteration']}/{progress['max_iterations']}"
+            f" | episodes {progress['episodes']} | reward {float(progress['mean_reward']):.2f}"
+            f" | progress {float(progress['mean_progress']):5.1f}% | laps {float(progress['laps_completed']):.0f}"
+            f" | {len(workers)} worker(s), {steps_per_s:,.0f} steps/s")
+
+
+def train_locally(run: LocalRun, files: RunFiles) -> int:
+    """Returns 0 when the trainer and every worker exited 0."""
+    store = ModelStore(open_store(run.store_url, run.s3_endpoint_url))
+    seed_store(store, files)
+    log_dir = run.log_dir
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with _redis(run) as redis_url:
+        transport = RunTransport.from_url(redis_url, run.run_id)
+        trainer = _spawn("trainer", _service_env(run, redis_url), log_dir / "trainer.log" if log_dir else None)
+        workers = [
+            _spawn("simulator", _service_env(run, redis_url, f"{socket.gethostname()}-w{i}"),
+                   log_dir / f"simulator-{i}.log" if log_dir else None)
+            for i in range(run.workers)
+        ]
+        try:
+            _watch(trainer, transport, started, run.quiet)
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping the trainer and workers (the store keeps every published version)")
+            for proc in [trainer, *workers]:
+                proc.send_signal(signal.SIGTERM)
+        codes = _wait_all(trainer, workers)
+        status = transport.status()
+        errors = transport.recent_errors()
+    _summary(run, store, codes, status.reason if status and status.state == "failed" else "", errors,
+             time.monotonic() - started)
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+@contextmanager
+def _redis(run: LocalRun) -> Iterator[str]:
+    if run.redis_url:
+        yield run.redis_url
+    else:
+        with redis_server() as url:
+            yield url
+
+
+def _watch(trainer: subprocess.Popen[bytes], transport: RunTransport, started: float, quiet: bool) -> None:
+    last = ""
+    while trainer.poll() is None:
+        time.sleep(PROGRESS_EVERY_S)
+        if quiet:
+            continue
+        try:
+            line = _progress_line(transport, started)
+        except (TransportError, KeyError, ValueError):
+            continue
+        if line != last:
+            print(line, flush=True)
+            last = line
+
+
+def _wait_all(trainer: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]]) -> list[int]:
+    codes = [trainer.wait()]
+    deadline = time.monotonic() + WORKER_EXIT_GRACE_S
+    for proc in workers:
+        try:
+            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            codes.append(proc.wait(timeout=10))
+    return codes
+
+
+def _summary(run: LocalRun, store: ModelStore, codes: list[int], failure: str, errors: list[str],
+             seconds: float) -> None:
+    latest = store.latest_version()
+    print()
+    print(f"run {run.run_id}: {'finished' if store.is_done() else 'NOT finished'} in {seconds:.0f}s")
+    print(f"  store:          {store.url}")
+    print(f"  latest model:   version {latest}" + (f" (model/{latest}/)" if latest is not None else ""))
+    print(f"  exit codes:     trainer {codes[0]}, workers {codes[1:]}")
+    if run.log_dir:
+        print(f"  process logs:   {run.log_dir}")
+    if failure:
+        print(f"  FAILED:         {failure}")
+    for error in errors[:5]:
+        print(f"  error:          {error}")

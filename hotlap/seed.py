@@ -1,0 +1,112 @@
+"""Seeding a run: validate the user's files up front, then put them in the store.
+
+Missing files fall back to the embedded defaults (hotlap/defaults/), so a run starts with no
+input at all. Every problem is reported before anything starts, naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from simulator.reward import RewardFunctionError, load_reward_function
+
+from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
+from shared.run_files import RunFiles, save_run_files
+from shared.store import ModelStore, S3Store
+from simulator.track import TrackError, load_track
+
+REWARD_FILE = "reward_function.py"
+METADATA_FILE = "model_metadata.json"
+HYPERPARAMETERS_FILE = "hyperparameters.json"
+
+
+class SeedError(ValueError):
+    """The user's files can't start a run; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class UserFiles:
+    reward_function: Path | None = None
+    model_metadata: Path | None = None
+    hyperparameters: Path | None = None
+
+    @classmethod
+    def from_folder(cls, folder: Path | None) -> UserFiles:
+        """DeepRacer's custom_files/ folder: whichever of the three files it holds."""
+        if folder is None:
+            return cls()
+        if not folder.is_dir():
+            raise SeedError(f"custom files folder {folder} does not exist")
+
+        def pick(name: str) -> Path | None:
+            path = folder / name
+            return path if path.is_file() else None
+
+        return cls(pick(REWARD_FILE), pick(METADATA_FILE), pick(HYPERPARAMETERS_FILE))
+
+    def merged(self, other: UserFiles) -> UserFiles:
+        """Files named explicitly (other) win over those found in a folder (self)."""
+        return UserFiles(
+            other.reward_function or self.reward_function,
+            other.model_metadata or self.model_metadata,
+            other.hyperparameters or self.hyperparameters,
+        )
+
+
+def _read(path: Path | None, default_name: str) -> tuple[str, str]:
+    """(text, name used in messages) of a user file, or of the embedded default."""
+    if path is None:
+        text = resources.files("hotlap.defaults").joinpath(default_name).read_text()
+        return text, f"{default_name} (hotlap default)"
+    try:
+        return path.read_text(), str(path)
+    except OSError as e:
+        raise SeedError(f"{path}: cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise SeedError(f"{path}: not UTF-8 text: {e}") from e
+
+
+def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations: int | None = None,
+                      episodes_per_iteration: int | None = None) -> RunFiles:
+    """Read and validate everything; raise one SeedError listing every problem of every file."""
+    problems: list[str] = []
+    metadata_text, metadata_name = _read(files.model_metadata, METADATA_FILE)
+    hp_text, hp_name = _read(files.hyperparameters, HYPERPARAMETERS_FILE)
+    reward_text, reward_name = _read(files.reward_function, REWARD_FILE)
+
+    metadata = hyperparameters = None
+    try:
+        metadata = ModelMetadata.parse(metadata_text, metadata_name)
+    except ConfigError as e:
+        problems.append(str(e))
+    try:
+        hyperparameters = Hyperparameters.parse(hp_text, hp_name)
+    except ConfigError as e:
+        problems.append(str(e))
+    try:
+        load_reward_function(reward_text, reward_name, time_limit_s=settings.reward_time_limit_s)
+    except RewardFunctionError as e:
+        problems.append(str(e))
+    try:
+        load_track(settings.track)
+    except (TrackError, FileNotFoundError) as e:
+        problems.append(f"track {settings.track!r}: {e}")
+    if problems or metadata is None or hyperparameters is None:
+        raise SeedError("cannot start the run:\n" + "\n".join(problems))
+
+    # DeepRacer counts term_cond_max_episodes in training iterations; explicit overrides win.
+    if episodes_per_iteration is not None:
+        hyperparameters = hyperparameters.model_copy(update={"num_episodes_between_training": episodes_per_iteration})
+    iterations = max_iterations if max_iterations is not None else hyperparameters.term_cond_max_episodes
+    hyperparameters = hyperparameters.model_copy(update={"term_cond_max_episodes": iterations})
+    settings = settings.model_copy(update={"max_iterations": iterations})
+    return RunFiles(settings=settings, metadata=metadata, hyperparameters=hyperparameters,
+                    reward_source=reward_text)
+
+
+def seed_store(store: ModelStore, files: RunFiles) -> None:
+    if isinstance(store.objects, S3Store):
+        store.objects.ensure_bucket()
+    save_run_files(store, files)

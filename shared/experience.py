@@ -1,0 +1,204 @@
+"""The experience message: one finished episode (or chunk) of one car, as it crosses Redis.
+
+Wire format: a small JSON header plus the raw numpy buffers, concatenated and optionally
+zlib-compressed. Decoding never unpickles or executes anything; anything malformed raises
+`MessageError`, which names what is wrong, so the trainer can drop the entry and carry on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+MESSAGE_KIND = "experience"
+# Only plain numeric dtypes cross the wire ("O" would need pickle).
+ALLOWED_DTYPES = frozenset({"uint8", "int64", "float32", "bool"})
+MAX_PAYLOAD_BYTES = 512 * 1024 * 1024
+HEADER_FIELD = b"header"
+PAYLOAD_FIELD = b"payload"
+OBS_PREFIX = "obs/"
+
+
+class MessageError(ValueError):
+    """An experience message could not be decoded; the text says which field and why."""
+
+
+@dataclass
+class Experience:
+    """One episode (or chunk) played by one car with one model version."""
+
+    run_id: str
+    worker_name: str
+    worker_index: int
+    model_version: int
+    episode: int  # the worker's 0-based training-episode counter
+    observations: dict[str, np.ndarray]  # sensor -> (T, ...)
+    actions: np.ndarray  # (T,) int64 or (T, 2) float32
+    log_probs: np.ndarray  # (T,) float32
+    values: np.ndarray  # (T,) float32
+    rewards: np.ndarray  # (T,) float32
+    terminated: bool  # the episode really ended: no bootstrap
+    bootstrap_value: float  # value of the next state when not terminated
+    status: str = "in_progress"  # DeepRacer episode_status token at the end
+    progress: float = 0.0
+    elapsed_s: float = 0.0  # sim time of the episode
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def total_reward(self) -> float:
+        return float(self.rewards.sum())
+
+    # ----------------------------------------------------------------- encoding
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        named = {f"{OBS_PREFIX}{name}": arr for name, arr in self.observations.items()}
+        named.update(actions=self.actions, log_probs=self.log_probs, values=self.values, rewards=self.rewards)
+        return named
+
+    def encode(self, compress: bool = True) -> dict[bytes, bytes]:
+        """Stream entry fields: {b"header": JSON, b"payload": raw buffers}."""
+        arrays = {name: np.ascontiguousarray(arr) for name, arr in self.arrays().items()}
+        for name, arr in arrays.items():
+            if arr.dtype.name not in ALLOWED_DTYPES:
+                raise MessageError(f"array {name!r} has dtype {arr.dtype.name}, not one of {sorted(ALLOWED_DTYPES)}")
+        payload = b"".join(arr.tobytes() for arr in arrays.values())
+        header = {
+            "schema": SCHEMA_VERSION,
+            "kind": MESSAGE_KIND,
+            "run_id": self.run_id,
+            "worker_name": self.worker_name,
+            "worker_index": self.worker_index,
+            "model_version": self.model_version,
+            "episode": self.episode,
+            "terminated": self.terminated,
+            "bootstrap_value": self.bootstrap_value,
+            "status": self.status,
+            "progress": self.progress,
+            "elapsed_s": self.elapsed_s,
+            "extra": self.extra,
+            "codec": "zlib" if compress else "none",
+            "payload_bytes": len(payload),
+            "arrays": [{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)} for n, a in arrays.items()],
+        }
+        if compress:
+            payload = zlib.compress(payload, 1)
+        return {HEADER_FIELD: json.dumps(header).encode(), PAYLOAD_FIELD: payload}
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes]) -> Experience:
+        header = _decode_header(fields)
+        payload = _decode_payload(fields, header)
+        arrays = _split_arrays(payload, header["arrays"])
+        observations = {n.removeprefix(OBS_PREFIX): a for n, a in arrays.items() if n.startswith(OBS_PREFIX)}
+        try:
+            exp = cls(
+                run_id=str(header["run_id"]),
+                worker_name=str(header["worker_name"]),
+                worker_index=int(header["worker_index"]),
+                model_version=int(header["model_version"]),
+                episode=int(header["episode"]),
+                observations=observations,
+                actions=arrays["actions"],
+                log_probs=arrays["log_probs"],
+                values=arrays["values"],
+                rewards=arrays["rewards"],
+                terminated=bool(header["terminated"]),
+                bootstrap_value=float(header["bootstrap_value"]),
+                status=str(header.get("status", "in_progress")),
+                progress=float(header.get("progress", 0.0)),
+                elapsed_s=float(header.get("elapsed_s", 0.0)),
+                extra=dict(header.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise MessageError(f"header field missing or of the wrong type: {e}") from e
+        _check_lengths(exp)
+        return exp
+
+
+def _decode_header(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    raw = fields.get(HEADER_FIELD)
+    if raw is None:
+        raise MessageError(f"no {HEADER_FIELD!r} field (fields: {sorted(fields)[:5]})")
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MessageError(f"header is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise MessageError("header is not a JSON object")
+    if header.get("kind") != MESSAGE_KIND:
+        raise MessageError(f"kind is {header.get('kind')!r}, expected {MESSAGE_KIND!r}")
+    if header.get("schema") != SCHEMA_VERSION:
+        raise MessageError(f"schema version {header.get('schema')!r}; this build reads {SCHEMA_VERSION}")
+    if not isinstance(header.get("model_version"), int):
+        raise MessageError("model_version missing: every experience message must carry its policy version")
+    if not isinstance(header.get("arrays"), list):
+        raise MessageError("arrays list missing from header")
+    return header
+
+
+def _decode_payload(fields: dict[bytes, bytes], header: dict[str, Any]) -> bytes:
+    payload = fields.get(PAYLOAD_FIELD, b"")
+    expected = header.get("payload_bytes")
+    if not isinstance(expected, int) or not 0 <= expected <= MAX_PAYLOAD_BYTES:
+        raise MessageError(f"payload_bytes {expected!r} missing or out of range")
+    codec = header.get("codec")
+    if codec == "zlib":
+        try:
+            inflater = zlib.decompressobj()
+            payload = inflater.decompress(payload, expected + 1)  # bounded: no zip bombs
+        except zlib.error as e:
+            raise MessageError(f"payload is not valid zlib data: {e}") from e
+    elif codec != "none":
+        raise MessageError(f"unknown codec {codec!r}")
+    if len(payload) != expected:
+        raise MessageError(f"payload has {len(payload)} bytes, header says {expected}")
+    return payload
+
+
+def _split_arrays(payload: bytes, specs: list[Any]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for spec in specs:
+        try:
+            name, dtype_name, shape = str(spec["name"]), str(spec["dtype"]), tuple(int(d) for d in spec["shape"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise MessageError(f"bad array spec {spec!r}") from e
+        if dtype_name not in ALLOWED_DTYPES:
+            raise MessageError(f"array {name!r}: dtype {dtype_name!r} not allowed")
+        if any(d < 0 for d in shape):
+            raise MessageError(f"array {name!r}: negative dimension in {shape}")
+        dtype = np.dtype(dtype_name)
+        nbytes = math.prod(shape) * dtype.itemsize
+        if offset + nbytes > len(payload):
+            raise MessageError(f"array {name!r} runs past the end of the payload")
+        arrays[name] = np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+        offset += nbytes
+    if offset != len(payload):
+        raise MessageError(f"{len(payload) - offset} unclaimed payload bytes")
+    for required in ("actions", "log_probs", "values", "rewards"):
+        if required not in arrays:
+            raise MessageError(f"array {required!r} missing")
+    return arrays
+
+
+def _check_lengths(exp: Experience) -> None:
+    steps = exp.num_steps
+    per_step = {"actions": exp.actions, "log_probs": exp.log_probs, "values": exp.values}
+    per_step.update({f"obs/{k}": v for k, v in exp.observations.items()})
+    for name, arr in per_step.items():
+        if arr.shape[:1] != (steps,):
+            raise MessageError(f"array {name!r} has {arr.shape[:1]} steps, rewards has {steps}")
+    if not exp.observations:
+        raise MessageError("no observations in message")
+    if not math.isfinite(exp.bootstrap_value):
+        raise MessageError("bootstrap_value is not finite")

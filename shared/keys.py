@@ -1,0 +1,61 @@
+"""Every Redis key of a run, from one place. Keys are namespaced `hotlap:{run}:...`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    run_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"hotlap:{self.run_id}"
+
+    @property
+    def experience(self) -> str:
+        """Stream of experience messages, read by the trainer's consumer group."""
+        return f"{self.prefix}:experience"
+
+    @property
+    def model(self) -> str:
+        """Latest published model version (integer); also the pub/sub channel announcing it."""
+        return f"{self.prefix}:model"
+
+    @property
+    def status(self) -> str:
+        """Hash: state (starting|running|done|failed), reason, updated_at."""
+        return f"{self.prefix}:status"
+
+    @property
+    def progress(self) -> str:
+        """Hash the trainer keeps current: iteration, episodes, mean reward/progress, last losses."""
+        return f"{self.prefix}:progress"
+
+    @property
+    def worker_sequence(self) -> str:
+        """Counter handing out worker indexes (0, 1, 2, ...) in arrival order."""
+        return f"{self.prefix}:worker_seq"
+
+    @property
+    def worker_indexes(self) -> str:
+        """Hash worker name -> index, so a reconnecting worker keeps its index."""
+        return f"{self.prefix}:worker_index"
+
+    def worker(self, worker_name: str) -> str:
+        """Heartbeat hash of one worker, with a TTL: version in use, episodes, steps/s."""
+        return f"{self.prefix}:workers:{worker_name}"
+
+    @property
+    def worker_pattern(self) -> str:
+        return f"{self.prefix}:workers:*"
+
+    def tickets(self, version: int) -> str:
+        """Hash {quota, claimed}: episodes still to be played with `version` (sync schedule)."""
+        return f"{self.prefix}:tickets:{version}"
+
+    @property
+    def errors(self) -> str:
+        """List of recent error reports (reward function errors, corrupt messages) for the user."""
+        return f"{self.prefix}:errors"

@@ -1,0 +1,299 @@
+"""A thin Redis layer: the experience stream, model-version announcements, run status,
+episode tickets and worker heartbeats of one run.
+
+The client is built from a URL with deliberate timeouts; every key comes from `RunKeys`;
+connection trouble surfaces as `TransportError` for callers to retry with `Backoff`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared.experience import Experience, MessageError
+from shared.keys import RunKeys
+
+log = logging.getLogger(__name__)
+
+TRAINER_GROUP = "trainer"
+# Blocking reads wait at most this long, well inside the socket timeout.
+READ_BLOCK_MS = 1000
+SOCKET_TIMEOUT_S = 10.0
+HEARTBEAT_TTL_S = 15
+DEFAULT_STREAM_LIMIT = 2000
+
+RUN_STATES = ("starting", "running", "done", "failed")
+
+
+class TransportError(RuntimeError):
+    """Redis could not be reached or answered with an error."""
+
+
+def redis_from_url(url: str, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
+    """A client with timeouts set: a dead server fails fast instead of hanging a worker."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+    )
+
+
+class Backoff:
+    """Capped exponential backoff with jitter; `reset()` after a success."""
+
+    def __init__(self, base_s: float = 0.2, cap_s: float = 10.0, sleep: Callable[[float], None] = time.sleep):
+        self.base_s, self.cap_s, self._sleep = base_s, cap_s, sleep
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap_s, self.base_s * 2**self.attempt)
+        self.attempt += 1
+        return delay * (0.5 + random.random() / 2)
+
+    def wait(self) -> float:
+        delay = self.next_delay()
+        self._sleep(delay)
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: str
+    reason: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed")
+
+
+@dataclass
+class Delivery:
+    """One stream entry as read by the trainer: the decoded experience, or why it was unreadable."""
+
+    entry_id: bytes
+    experience: Experience | None
+    error: str | None = None
+
+
+def _wrap_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except redis.exceptions.ConnectionError as e:
+            raise TransportError(f"Redis unreachable: {e}") from e
+        except redis.exceptions.TimeoutError as e:
+            raise TransportError(f"Redis timed out: {e}") from e
+        except redis.exceptions.ResponseError as e:
+            raise TransportError(f"Redis error: {e}") from e
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+# Claim one episode ticket of a version: -1 while the trainer has not opened the version,
+# 0 when its quota is used up, else the ticket number.
+_CLAIM_TICKET = """
+local quota = tonumber(redis.call('HGET', KEYS[1], 'quota') or '-1')
+if quota < 0 then return -1 end
+local n = redis.call('HINCRBY', KEYS[1], 'claimed', 1)
+if n > quota then
+  redis.call('HINCRBY', KEYS[1], 'claimed', -1)
+  return 0
+end
+return n
+"""
+
+
+class RunTransport:
+    """Everything one run exchanges over Redis."""
+
+    def __init__(self, client: redis.Redis, run_id: str, stream_limit: int = DEFAULT_STREAM_LIMIT):
+        self.client = client
+        self.keys = RunKeys(run_id)
+        self.stream_limit = stream_limit
+        self._claim_ticket = client.register_script(_CLAIM_TICKET)
+
+    @classmethod
+    def from_url(cls, url: str, run_id: str) -> RunTransport:
+        return cls(redis_from_url(url), run_id)
+
+    @_wrap_errors
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    # ------------------------------------------------------------ experience stream
+
+    @_wrap_errors
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.keys.experience, TRAINER_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    @_wrap_errors
+    def backlog(self) -> int:
+        return int(self.client.xlen(self.keys.experience))
+
+    @_wrap_errors
+    def push_experience(self, experience: Experience) -> bytes:
+        """Append one message. The stream is never trimmed (that would lose work);
+        callers check `backlog()` against `stream_limit` to apply back-pressure."""
+        entry_id: bytes = self.client.xadd(self.keys.experience, experience.encode())  # type: ignore[arg-type]
+        return entry_id
+
+    @_wrap_errors
+    def read_experience(self, consumer: str, count: int, block_ms: int = READ_BLOCK_MS,
+                        pending: bool = False) -> list[Delivery]:
+        """Read new entries (or, with pending=True, this consumer's delivered-but-unacked ones)."""
+        start = "0" if pending else ">"
+        reply = self.client.xreadgroup(
+            TRAINER_GROUP, consumer, {self.keys.experience: start}, count=count,
+            block=None if pending else block_ms,
+        )
+        deliveries = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                deliveries.append(self._decode(entry_id, fields))
+        return deliveries
+
+    @staticmethod
+    def _decode(entry_id: bytes, fields: dict[bytes, bytes] | None) -> Delivery:
+        if not fields:  # pending entry whose data was deleted
+            return Delivery(entry_id, None, "entry has no fields (deleted)")
+        try:
+            return Delivery(entry_id, Experience.decode(fields))
+        except MessageError as e:
+            return Delivery(entry_id, None, str(e))
+
+    @_wrap_errors
+    def acknowledge(self, entry_ids: list[bytes]) -> None:
+        """Ack and delete: consumed experience must not pile up in Redis memory."""
+        if not entry_ids:
+            return
+        pipe = self.client.pipeline()
+        pipe.xack(self.keys.experience, TRAINER_GROUP, *entry_ids)
+        pipe.xdel(self.keys.experience, *entry_ids)
+        pipe.execute()
+
+    # ------------------------------------------------------------ model versions
+
+    @_wrap_errors
+    def announce_version(self, version: int) -> None:
+        pipe = self.client.pipeline()
+        pipe.set(self.keys.model, version)
+        pipe.publish(self.keys.model, version)
+        pipe.execute()
+
+    @_wrap_errors
+    def latest_version(self) -> int | None:
+        value = self.client.get(self.keys.model)
+        return None if value is None else int(value)
+
+    # ------------------------------------------------------------ tickets (sync schedule)
+
+    @_wrap_errors
+    def open_tickets(self, version: int, quota: int) -> None:
+        """Let workers play `quota` episodes with `version` (keeps `claimed` if already open)."""
+        self.client.hset(self.keys.tickets(version), "quota", quota)
+        self.client.hsetnx(self.keys.tickets(version), "claimed", 0)
+
+    @_wrap_errors
+    def reissue_tickets(self, version: int, received: int) -> None:
+        """Hand out again the tickets of episodes that never arrived (their worker died)."""
+        self.client.hset(self.keys.tickets(version), "claimed", received)
+
+    @_wrap_errors
+    def claim_ticket(self, version: int) -> int:
+        return int(self._claim_ticket(keys=[self.keys.tickets(version)]))
+
+    @_wrap_errors
+    def close_tickets(self, version: int) -> None:
+        self.client.delete(self.keys.tickets(version))
+
+    # ------------------------------------------------------------ run status and progress
+
+    @_wrap_errors
+    def set_status(self, state: str, reason: str = "") -> None:
+        if state not in RUN_STATES:
+            raise ValueError(f"unknown run state {state!r}")
+        self.client.hset(self.keys.status, mapping={"state": state, "reason": reason, "updated_at": time.time()})
+        self.client.publish(self.keys.status, state)
+
+    @_wrap_errors
+    def status(self) -> RunStatus | None:
+        data = self.client.hgetall(self.keys.status)
+        if not data:
+            return None
+        return RunStatus(data[b"state"].decode(), data.get(b"reason", b"").decode())
+
+    @_wrap_errors
+    def set_progress(self, fields: dict[str, Any]) -> None:
+        self.client.hset(self.keys.progress, mapping={k: str(v) for k, v in fields.items()})
+
+    @_wrap_errors
+    def progress(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.keys.progress).items()}
+
+    @_wrap_errors
+    def report_error(self, source: str, message: str, keep: int = 50) -> None:
+        pipe = self.client.pipeline()
+        pipe.lpush(self.keys.errors, f"{source}: {message}")
+        pipe.ltrim(self.keys.errors, 0, keep - 1)
+        pipe.execute()
+
+    @_wrap_errors
+    def recent_errors(self) -> list[str]:
+        return [e.decode() for e in self.client.lrange(self.keys.errors, 0, -1)]
+
+    # ------------------------------------------------------------ workers
+
+    @_wrap_errors
+    def register_worker(self, worker_name: str) -> int:
+        """A stable small index per worker name (DeepRacer's rollout index)."""
+        existing = self.client.hget(self.keys.worker_indexes, worker_name)
+        if existing is not None:
+            return int(existing)
+        index = int(self.client.incr(self.keys.worker_sequence)) - 1
+        self.client.hset(self.keys.worker_indexes, worker_name, index)
+        return index
+
+    @_wrap_errors
+    def heartbeat(self, worker_name: str, fields: dict[str, Any], ttl_s: int = HEARTBEAT_TTL_S) -> None:
+        key = self.keys.worker(worker_name)
+        pipe = self.client.pipeline()
+        pipe.hset(key, mapping={**{k: str(v) for k, v in fields.items()}, "last_heartbeat": time.time()})
+        pipe.expire(key, ttl_s)
+        pipe.execute()
+
+    @_wrap_errors
+    def live_workers(self) -> dict[str, dict[str, str]]:
+        workers = {}
+        for key in self.client.scan_iter(match=self.keys.worker_pattern, count=100):
+            data = self.client.hgetall(key)
+            if data:
+                name = key.decode().rsplit(":", 1)[-1]
+                workers[name] = {k.decode(): v.decode() for k, v in data.items()}
+        return workers
+
+    @_wrap_errors
+    def subscribe_versions(self) -> Iterator[int]:
+        """Yields announced versions as they come (for progress displays)."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.keys.model)
+        for message in pubsub.listen():
+            try:
+                yield int(message["data"])
+            except (TypeError, ValueError):
+                log.warning("ignoring malformed version announcement %r", message.get("data"))

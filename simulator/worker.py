@@ -1,0 +1,405 @@
+"""The simulator worker service: plays episodes with the latest model and ships them to Redis.
+
+One process steps K cars at once (`VectorRacingEnv`), runs batched policy inference, and pushes
+one experience message per finished episode, tagged with the model version that played it.
+Under the `sync` schedule (DeepRacer's) a car starts an episode only with a ticket for the
+current version, so the trainer gets exactly its quota of on-policy episodes however many
+workers there are. The loop is a short sequence of named steps; Redis trouble is retried with
+capped backoff; the first SIGTERM finishes the current step and flushes logs, the second exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from shared.config import ConfigError, WorkerConfig
+from shared.deepracer_logs import (
+    SimtraceRow,
+    TrainingMetrics,
+    continuous_action_label,
+    simtrace_csv,
+    simtrace_key,
+    training_metrics_key,
+)
+from shared.experience import Experience
+from shared.networks import PolicyNetwork, load_state_from_bytes
+from shared.run_files import RunFiles, load_run_files
+from shared.store import REWARD_FUNCTION, ModelStore, StoreError
+from shared.transport import Backoff, RunTransport, TransportError
+from simulator.env import EnvSettings, StepResult, VectorRacingEnv
+from simulator.reward import RewardFunctionError, load_reward_function
+from simulator.track import load_track
+
+log = logging.getLogger("hotlap.simulator")
+trace_log = logging.getLogger("hotlap.simtrace")
+
+IDLE_POLL_S = 0.05
+STREAM_FULL_WAIT_S = 0.5
+METRICS_UPLOAD_EVERY_S = 10.0
+
+
+class StopRequested(Exception):
+    pass
+
+
+class RunFailed(Exception):
+    """The run cannot go on (bad user input found by this worker, or another process failed it)."""
+
+
+@dataclass
+class CarEpisode:
+    """What one car has played since its episode started (or since its last shipped chunk)."""
+
+    observations: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    actions: list[Any] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    start_sim_time: float = 0.0
+
+    def add(self, obs: dict[str, np.ndarray], action: Any, log_prob: float, value: float) -> None:
+        for name, arr in obs.items():
+            self.observations.setdefault(name, []).append(arr)
+        self.actions.append(action)
+        self.log_probs.append(log_prob)
+        self.values.append(value)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def load_inputs(store: ModelStore) -> RunFiles:
+    try:
+        return load_run_files(store)
+    except ConfigError as e:
+        raise RunFailed(str(e)) from e
+
+
+class SimulatorWorker:
+    def __init__(self, config: WorkerConfig, transport: RunTransport, store: ModelStore):
+        self.config = config
+        self.transport = transport
+        self.store = store
+        self.stop_requested = False
+        self.backoff = Backoff()
+        self.worker_index = -1
+        self.policy_version = -1
+        self.episodes_played = 0
+        self.steps_played = 0
+        self.iteration = 0
+        self.simtrace_rows: list[SimtraceRow] = []
+        self.metrics = TrainingMetrics()
+        self.last_heartbeat = 0.0
+        self.last_metrics_upload = 0.0
+        self.started_at = time.monotonic()
+
+    # ------------------------------------------------------------------ entry
+
+    def run(self) -> int:
+        self._install_signal_handlers()
+        try:
+            self._wait_for_run()
+            self._setup()
+            while not self.stop_requested and not self._run_finished():
+                self._refresh_policy()
+                self._claim_episodes()
+                if not self.active.any():
+                    time.sleep(IDLE_POLL_S)
+                    self._heartbeat_if_due()
+                    continue
+                result = self._step_cars()
+                self._ship_finished_episodes(result)
+                self._heartbeat_if_due()
+        except StopRequested:
+            log.info("stop requested; leaving")
+        except RewardFunctionError as e:
+            self._record_failure(f"reward_function.py: {e}")
+            return 1
+        except RunFailed as e:
+            log.error("run failed: %s", e)
+            return 1
+        finally:
+            self._flush_logs()
+        log.info("worker %s done: %d episodes, %d steps", self.config.worker_name,
+                 self.episodes_played, self.steps_played)
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            if self.stop_requested:  # second signal: cold shutdown
+                raise SystemExit(1)
+            log.info("signal %d: finishing the current step, then stopping", signum)
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    # ------------------------------------------------------------------ with retries
+
+    def _retrying(self, what: str, func: Any, *args: Any) -> Any:
+        """Redis/store trouble is transient until proven otherwise: back off, log, retry."""
+        while True:
+            try:
+                result = func(*args)
+                self.backoff.reset()
+                return result
+            except (TransportError, StoreError) as e:
+                if self.stop_requested:
+                    raise StopRequested() from e
+                delay = self.backoff.next_delay()
+                log.warning("%s failed (%s); retrying in %.1fs", what, e, delay)
+                time.sleep(delay)
+
+    def _wait_for_run(self) -> None:
+        """Wait until the trainer has published version 0 (or the run ended)."""
+        announced = False
+        while not self.stop_requested:
+            status = self._retrying("reading run status", self.transport.status)
+            if status is not None and status.state == "failed":
+                raise RunFailed(status.reason)
+            version = self._retrying("reading model version", self.transport.latest_version)
+            if status is not None and status.state in ("running", "done") and version is not None:
+                return
+            if not announced:
+                log.info("waiting for the trainer to publish model version 0")
+                announced = True
+            time.sleep(0.5)
+        raise StopRequested()
+
+    def _setup(self) -> None:
+        self.worker_index = self._retrying("registering", self.transport.register_worker, self.config.worker_name)
+        inputs = self._retrying("loading run files", load_inputs, self.store)
+        self.inputs = inputs
+        settings = inputs.settings
+        try:
+            reward_function = load_reward_function(inputs.reward_source, REWARD_FUNCTION,
+                                                   time_limit_s=settings.reward_time_limit_s)
+        except RewardFunctionError as e:
+            self._record_failure(f"reward_function.py: {e}")
+            raise RunFailed(str(e)) from e
+        track = load_track(settings.track)
+        num_cars = self.config.cars_per_worker or settings.cars_per_worker
+        env_settings = EnvSettings(
+            sensors=tuple(inputs.metadata.sensor),
+            max_steps=settings.max_steps_per_episode,
+            reverse=settings.reverse,
+            round_robin_advance=settings.round_robin_advance if settings.change_start_position else 0.0,
+            start_offset=settings.start_position_offset,
+        )
+        self.env = VectorRacingEnv(track, num_cars, env_settings, reward_function,
+                                   seed=self.config.seed + 7919 * self.worker_index)
+        self.policy = PolicyNetwork({k: v[0] for k, v in self.env.observation_spec.items()},
+                                    inputs.metadata.neural_network, inputs.metadata.action_spec())
+        self.policy.eval()
+        self.discrete = inputs.metadata.action_spec().kind == "discrete"
+        self.num_cars = num_cars
+        self.active = np.zeros(num_cars, dtype=bool)
+        self.tickets_exhausted = False
+        self.episodes = [CarEpisode() for _ in range(num_cars)]
+        self.obs = self.env.reset()
+        self.car_sim_time = np.zeros(num_cars)
+        self.metrics = TrainingMetrics(settings.best_model_metric)
+        log.info("worker %s (index %d): %d car(s) on %s, sensors %s, schedule %s", self.config.worker_name,
+                 self.worker_index, num_cars, track.name, ",".join(inputs.metadata.sensor), settings.schedule)
+
+    def _record_failure(self, reason: str) -> None:
+        """Bad user input fails the whole run visibly, instead of a silent worker crash loop."""
+        log.error("%s", reason)
+        try:
+            self.transport.report_error(self.config.worker_name, reason)
+            self.transport.set_status("failed", reason)
+        except TransportError:
+            log.exception("could not record the failure in Redis")
+
+    # ------------------------------------------------------------------ loop steps
+
+    def _run_finished(self) -> bool:
+        status = self._retrying("reading run status", self.transport.status)
+        if status is not None and status.state == "failed":
+            raise RunFailed(status.reason)
+        return status is not None and status.state == "done"
+
+    def _refresh_policy(self) -> None:
+        latest = self._retrying("reading model version", self.transport.latest_version)
+        if latest is None or latest == self.policy_version:
+            return
+        sync = self.inputs.settings.schedule == "sync"
+        if sync and self.active.any():
+            return  # finish the episodes of this version first; only whole episodes are on-policy
+        if not sync and self.active.any():
+            self._ship_chunks_of_running_episodes()
+        model = self._retrying("loading model", self.store.load_version, latest)
+        load_state_from_bytes(self.policy, model.weights)
+        if self.policy_version >= 0:
+            self._finish_iteration()
+        log.info("acting with model version %d", latest)
+        self.policy_version = latest
+        self.tickets_exhausted = False
+
+    def _claim_episodes(self) -> None:
+        idle = np.flatnonzero(~self.active)
+        if idle.size == 0 or self.policy_version < 0:
+            return
+        if self.inputs.settings.schedule == "async":
+            self._start_episodes(idle)
+            return
+        if self.tickets_exhausted:
+            return
+        claimed = []
+        for car in idle:
+            ticket = self._retrying("claiming an episode", self.transport.claim_ticket, self.policy_version)
+            if ticket <= 0:
+                self.tickets_exhausted = True
+                break
+            claimed.append(car)
+        if claimed:
+            self._start_episodes(np.array(claimed))
+
+    def _start_episodes(self, cars: np.ndarray) -> None:
+        self.active[cars] = True
+        for car in cars:
+            self.episodes[car] = CarEpisode(start_sim_time=float(self.car_sim_time[car]))
+
+    def _step_cars(self) -> StepResult:
+        act = self.policy.act(self.obs)
+        for car in np.flatnonzero(self.active):
+            car_obs = {name: arr[car] for name, arr in self.obs.items()}
+            action = act.action[car] if self.discrete else act.action[car].copy()
+            self.episodes[car].add(car_obs, action, float(act.log_prob[car]), float(act.value[car]))
+        result = self.env.step(act.steering_deg, act.speed, self.active)
+        self._record_steps(result, act.action)
+        self.obs = result.obs
+        self.steps_played += int(self.active.sum())
+        return result
+
+    def _record_steps(self, result: StepResult, actions: np.ndarray) -> None:
+        wall = time.time()
+        for car in np.flatnonzero(self.active):
+            self.episodes[car].rewards.append(float(result.reward[car]))
+            self.car_sim_time[car] = result.sim_time[car]
+            action_label = (str(int(actions[car])) if self.discrete else
+                            continuous_action_label(float(result.steering_angle[car]), float(result.speed[car])))
+            row = SimtraceRow(
+                episode=self.episodes_played, steps=float(result.steps[car]), x=float(result.x[car]),
+                y=float(result.y[car]), yaw=float(result.heading[car]),
+                steer=float(result.steering_angle[car]), throttle=float(result.speed[car]),
+                action=action_label, reward=float(result.reward[car]), done=bool(result.done[car]),
+                all_wheels_on_track=bool(result.all_wheels_on_track[car]),
+                progress=float(result.progress[car]), closest_waypoint=int(result.closest_waypoint[car]),
+                track_len=float(result.track_len[car]), tstamp=float(result.sim_time[car]),
+                episode_status=str(result.status[car]), wall_clock=wall,
+            )
+            self.simtrace_rows.append(row)
+            if self.config.sim_trace_log:
+                trace_log.info(row.log_line())
+
+    def _ship_finished_episodes(self, result: StepResult) -> None:
+        finished = np.flatnonzero(self.active & result.done)
+        if finished.size == 0:
+            return
+        bootstrap = self.policy.value({n: a[finished] for n, a in result.obs.items()})
+        for i, car in enumerate(finished):
+            terminated = bool(result.terminated[car])
+            self._ship(car, terminated, 0.0 if terminated else float(bootstrap[i]),
+                       status=str(result.status[car]), progress=float(result.progress[car]))
+            self.active[car] = False
+        self.obs = self.env.reset(car_ids=finished)
+
+    def _ship_chunks_of_running_episodes(self) -> None:
+        """Async schedule: cut running episodes at a version change so every chunk has one version."""
+        running = np.flatnonzero(self.active)
+        values = self.policy.value({n: a[running] for n, a in self.obs.items()})
+        for i, car in enumerate(running):
+            if len(self.episodes[car]):
+                self._push(self._experience(car, terminated=False, bootstrap=float(values[i]),
+                                            status="in_progress", progress=0.0, final=False))
+                self.episodes[car] = CarEpisode(start_sim_time=self.episodes[car].start_sim_time)
+
+    def _ship(self, car: int, terminated: bool, bootstrap: float, status: str, progress: float) -> None:
+        episode = self.episodes[car]
+        exp = self._experience(car, terminated, bootstrap, status, progress, final=True)
+        self._push(exp)
+        start_ms = int(round(episode.start_sim_time * 1000))
+        end_ms = int(round(float(self.car_sim_time[car]) * 1000))
+        self.metrics.add_episode(reward=exp.total_reward, start_ms=start_ms, end_ms=end_ms,
+                                 progress=progress, status=status)
+        self.episodes_played += 1
+
+    def _experience(self, car: int, terminated: bool, bootstrap: float, status: str, progress: float,
+                    final: bool) -> Experience:
+        episode = self.episodes[car]
+        actions = np.asarray(episode.actions, dtype=np.int64 if self.discrete else np.float32)
+        return Experience(
+            run_id=self.config.run_id, worker_name=self.config.worker_name, worker_index=self.worker_index,
+            model_version=self.policy_version, episode=self.episodes_played,
+            observations={name: np.stack(frames) for name, frames in episode.observations.items()},
+            actions=actions,
+            log_probs=np.asarray(episode.log_probs, dtype=np.float32),
+            values=np.asarray(episode.values, dtype=np.float32),
+            rewards=np.asarray(episode.rewards, dtype=np.float32),
+            terminated=terminated, bootstrap_value=bootstrap, status=status, progress=progress,
+            elapsed_s=float(self.car_sim_time[car]) - episode.start_sim_time,
+            extra={"final_chunk": final},
+        )
+
+    def _push(self, exp: Experience) -> None:
+        # Back-pressure: a stalled trainer makes workers wait instead of filling Redis memory.
+        while self._retrying("reading backlog", self.transport.backlog) >= self.transport.stream_limit:
+            if self.stop_requested:
+                break
+            time.sleep(STREAM_FULL_WAIT_S)
+        self._retrying("pushing experience", self.transport.push_experience, exp)
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self.last_heartbeat < self.config.heartbeat_s:
+            return
+        elapsed = max(now - self.started_at, 1e-9)
+        self._retrying("heartbeat", self.transport.heartbeat, self.config.worker_name, {
+            "index": self.worker_index, "version": self.policy_version, "episodes": self.episodes_played,
+            "steps": self.steps_played, "steps_per_s": round(self.steps_played / elapsed, 1),
+        })
+        self.last_heartbeat = now
+        if now - self.last_metrics_upload >= METRICS_UPLOAD_EVERY_S:
+            self._upload_metrics()
+
+    # ------------------------------------------------------------------ DeepRacer logs
+
+    def _multi_worker(self) -> bool:
+        return self.inputs.settings.num_workers > 1 or self.worker_index > 0
+
+    def _finish_iteration(self) -> None:
+        """A new model version starts a new simtrace iteration file, as DeepRacer's workers do."""
+        self._upload_simtrace()
+        self._upload_metrics()
+        self.iteration += 1
+        self.metrics.new_iteration()
+
+    def _upload_simtrace(self) -> None:
+        if not self.simtrace_rows:
+            return
+        key = simtrace_key(self.worker_index, self.iteration, self._multi_worker())
+        self._retrying("uploading simtrace", self.store.put_text, key, simtrace_csv(self.simtrace_rows))
+        self.simtrace_rows = []
+
+    def _upload_metrics(self) -> None:
+        if self.metrics.records:
+            self._retrying("uploading metrics", self.store.put_text,
+                           training_metrics_key(self.worker_index), self.metrics.to_json())
+        self.last_metrics_upload = time.monotonic()
+
+    def _flush_logs(self) -> None:
+        if self.worker_index < 0 or not hasattr(self, "inputs"):
+            return
+        try:
+            self._upload_simtrace()
+            self._upload_metrics()
+        except StopRequested:
+            log.warning("stopped before the last simtrace/metrics upload")

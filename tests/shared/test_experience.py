@@ -1,0 +1,77 @@
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from shared.experience import HEADER_FIELD, PAYLOAD_FIELD, Experience, MessageError
+
+
+def make_experience(steps: int = 5, discrete: bool = True) -> Experience:
+    rng = np.random.default_rng(0)
+    return Experience(
+        run_id="r", worker_name="host-1", worker_index=1, model_version=3, episode=7,
+        observations={"FRONT_FACING_CAMERA": rng.integers(0, 255, (steps, 120, 160), dtype=np.uint8),
+                      "LIDAR": rng.random((steps, 64), dtype=np.float32)},
+        actions=(rng.integers(0, 5, steps) if discrete else rng.random((steps, 2), dtype=np.float32)),
+        log_probs=rng.random(steps, dtype=np.float32), values=rng.random(steps, dtype=np.float32),
+        rewards=rng.random(steps, dtype=np.float32), terminated=False, bootstrap_value=0.25,
+        status="time_up", progress=42.5, elapsed_s=1.2,
+    )
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("discrete", [True, False])
+def test_roundtrip_is_exact(compress: bool, discrete: bool):
+    exp = make_experience(discrete=discrete)
+    back = Experience.decode(exp.encode(compress=compress))
+    assert back.model_version == 3 and back.worker_name == "host-1" and back.episode == 7
+    assert back.terminated is False and back.bootstrap_value == 0.25 and back.status == "time_up"
+    for name, arr in exp.arrays().items():
+        np.testing.assert_array_equal(back.arrays()[name], arr)
+        assert back.arrays()[name].dtype == arr.dtype
+
+
+def _fields(exp: Experience) -> tuple[dict, bytes]:
+    fields = exp.encode(compress=False)
+    return json.loads(fields[HEADER_FIELD]), fields[PAYLOAD_FIELD]
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda h, p: (h.pop("model_version"), p)[1], "model_version"),
+    (lambda h, p: (h.update(schema=99), p)[1], "schema"),
+    (lambda h, p: (h.update(kind="other"), p)[1], "kind"),
+    (lambda h, p: p[:-10], "payload"),
+    (lambda h, p: (h["arrays"][0].update(dtype="object"), p)[1], "dtype"),
+    (lambda h, p: (h["arrays"][1].update(shape=[5, 65]), p)[1], "payload"),
+    (lambda h, p: (h.update(codec="zlib"), p)[1], "zlib"),
+])
+def test_corrupt_messages_raise_message_error(mutate, expected):
+    header, payload = _fields(make_experience())
+    payload = mutate(header, payload)
+    with pytest.raises(MessageError, match=expected):
+        Experience.decode({HEADER_FIELD: json.dumps(header).encode(), PAYLOAD_FIELD: payload})
+
+
+def test_garbage_header_and_pickle_are_rejected_without_executing():
+    import pickle
+
+    with pytest.raises(MessageError):
+        Experience.decode({HEADER_FIELD: pickle.dumps({"a": 1}), PAYLOAD_FIELD: b""})
+    with pytest.raises(MessageError):
+        Experience.decode({b"data": b"x"})
+
+
+def test_zip_bomb_is_bounded():
+    header, payload = _fields(make_experience(steps=2))
+    header["codec"] = "zlib"
+    bomb = zlib.compress(b"\0" * (50 * 1024 * 1024))
+    with pytest.raises(MessageError, match="bytes"):
+        Experience.decode({HEADER_FIELD: json.dumps(header).encode(), PAYLOAD_FIELD: bomb})
+
+
+def test_step_counts_must_agree():
+    exp = make_experience()
+    exp.values = exp.values[:3]
+    with pytest.raises(MessageError, match="values"):
+        Experience.decode(exp.encode())

@@ -1,0 +1,150 @@
+"""Against a real redis-server (see conftest)."""
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from hotlap.redis_server import find_redis_server
+from shared.experience import Experience
+from shared.transport import Backoff, RunTransport, TransportError
+
+
+def experience(version: int, episode: int = 0) -> Experience:
+    steps = 4
+    return Experience(
+        run_id="r", worker_name="w", worker_index=0, model_version=version, episode=episode,
+        observations={"LIDAR": np.ones((steps, 64), np.float32)}, actions=np.zeros(steps, np.int64),
+        log_probs=np.zeros(steps, np.float32), values=np.zeros(steps, np.float32),
+        rewards=np.ones(steps, np.float32), terminated=True, bootstrap_value=0.0,
+    )
+
+
+def test_keys_are_namespaced_by_run(transport: RunTransport, run_id: str):
+    assert transport.keys.experience == f"hotlap:{run_id}:experience"
+    assert transport.keys.model == f"hotlap:{run_id}:model"
+    assert transport.keys.worker("h-1") == f"hotlap:{run_id}:workers:h-1"
+
+
+def test_stream_delivers_acks_and_redelivers_unacked(transport: RunTransport):
+    transport.ensure_group()
+    transport.ensure_group()  # idempotent
+    for episode in range(3):
+        transport.push_experience(experience(version=2, episode=episode))
+    first = transport.read_experience("trainer", count=10)
+    assert [d.experience.episode for d in first if d.experience] == [0, 1, 2]
+    assert all(d.experience and d.experience.model_version == 2 for d in first)
+    # Nothing new, but the unacked ones are still pending for this consumer (a restarted trainer).
+    assert transport.read_experience("trainer", count=10, block_ms=10) == []
+    pending = transport.read_experience("trainer", count=10, pending=True)
+    assert [d.entry_id for d in pending] == [d.entry_id for d in first]
+    transport.acknowledge([d.entry_id for d in first])
+    assert transport.read_experience("trainer", count=10, pending=True) == []
+    assert transport.backlog() == 0
+
+
+def test_corrupt_entry_is_reported_not_raised(transport: RunTransport):
+    transport.ensure_group()
+    transport.client.xadd(transport.keys.experience, {"header": b"{not json", "payload": b""})
+    transport.push_experience(experience(version=0))
+    deliveries = transport.read_experience("trainer", count=10)
+    assert deliveries[0].experience is None and "JSON" in (deliveries[0].error or "")
+    assert deliveries[1].experience is not None
+
+
+def test_version_announcement_and_pubsub(transport: RunTransport):
+    assert transport.latest_version() is None
+    pubsub = transport.client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(transport.keys.model)
+    time.sleep(0.05)
+    transport.announce_version(4)
+    assert transport.latest_version() == 4
+    message = None
+    for _ in range(50):
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            break
+    assert message is not None and int(message["data"]) == 4
+
+
+def test_tickets_hand_out_exactly_the_quota(transport: RunTransport):
+    assert transport.claim_ticket(0) == -1  # not opened yet
+    transport.open_tickets(0, 3)
+    claims = [transport.claim_ticket(0) for _ in range(5)]
+    assert claims == [1, 2, 3, 0, 0]
+    transport.reissue_tickets(0, received=1)  # two episodes were lost with their worker
+    assert [transport.claim_ticket(0) for _ in range(3)] == [2, 3, 0]
+    transport.open_tickets(0, 3)  # re-opening keeps what was claimed
+    assert transport.claim_ticket(0) == 0
+
+
+def test_status_progress_heartbeats_and_worker_indexes(transport: RunTransport):
+    assert transport.status() is None
+    transport.set_status("failed", "reward_function.py: boom")
+    status = transport.status()
+    assert status is not None and status.state == "failed" and status.finished and "boom" in status.reason
+    with pytest.raises(ValueError):
+        transport.set_status("exploded")
+    assert transport.register_worker("a") == 0
+    assert transport.register_worker("b") == 1
+    assert transport.register_worker("a") == 0
+    transport.heartbeat("a", {"version": 3}, ttl_s=5)
+    assert transport.live_workers()["a"]["version"] == "3"
+    assert 0 < transport.client.ttl(transport.keys.worker("a")) <= 5
+    transport.set_progress({"iteration": 2})
+    assert transport.progress() == {"iteration": "2"}
+
+
+def test_unreachable_server_raises_transport_error_quickly():
+    port_nobody_listens = 1
+    transport = RunTransport.from_url(f"redis://127.0.0.1:{port_nobody_listens}/0", "x")
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="unreachable"):
+        transport.latest_version()
+    assert time.monotonic() - started < 30
+
+
+def test_client_recovers_after_redis_restart(tmp_path):
+    """Kill the server, start it again on the same port: the same transport works again."""
+    from hotlap.redis_server import free_port
+
+    port = free_port()
+    cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+           "--appendonly", "yes", "--save", ""]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    transport = RunTransport.from_url(f"redis://127.0.0.1:{port}/0", "restart")
+    backoff = Backoff(base_s=0.05, cap_s=0.5)
+    while True:
+        try:
+            transport.announce_version(7)
+            break
+        except TransportError:
+            backoff.wait()
+    server.terminate()
+    server.wait()
+    with pytest.raises(TransportError):
+        transport.latest_version()
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        backoff.reset()
+        for _ in range(40):
+            try:
+                assert transport.latest_version() == 7  # append-only file kept it
+                break
+            except TransportError:
+                backoff.wait()
+        else:
+            pytest.fail("transport did not recover after the restart")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_backoff_is_capped():
+    delays = []
+    backoff = Backoff(base_s=0.1, cap_s=1.0, sleep=delays.append)
+    for _ in range(10):
+        backoff.wait()
+    assert max(delays) <= 1.0
+    assert delays[0] <= 0.1

@@ -1,0 +1,27 @@
+"""`python -m trainer`: the PPO trainer service, configured from HOTLAP_* environment variables."""
+
+from __future__ import annotations
+
+import sys
+
+from shared.config import ConfigError, TrainerConfig
+from shared.logs import setup_logging
+from shared.store import ModelStore, open_store
+from shared.transport import RunTransport
+from trainer.service import TrainerService
+
+
+def main() -> int:
+    try:
+        config = TrainerConfig.from_env()
+    except ConfigError as e:
+        print(f"trainer: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, "trainer")
+    transport = RunTransport.from_url(config.redis_url, config.run_id)
+    store = ModelStore(open_store(config.store_url, config.s3_endpoint_url))
+    return TrainerService(config, transport, store).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

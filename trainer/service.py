@@ -1,0 +1,316 @@
+"""The trainer service: collects each iteration's episodes from Redis, runs PPO, publishes versions.
+
+    publish version 0 (or resume from the store's latest version)
+    for each iteration: open tickets → collect episodes of the current version → ppo_update
+                        → publish version k+1 (files, then the latest pointer) → ack the episodes
+    write ip/done, set status done
+
+Experience is acknowledged only after the version trained on it is published, so a trainer that
+dies mid-iteration gets the same episodes re-delivered when it restarts: no lost work.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.config import ConfigError, TrainerConfig, observation_shapes
+from shared.deepracer_logs import episode_log_csv
+from shared.experience import Experience
+from shared.networks import PolicyNetwork, load_state_from_bytes, state_to_bytes
+from shared.run_files import RunFiles, load_run_files
+from shared.store import (
+    CHECKPOINTS_INDEX,
+    EPISODE_LOG,
+    HYPERPARAMETERS,
+    ModelStore,
+    ObjectNotFound,
+    StoreError,
+)
+from shared.transport import Backoff, RunTransport, TransportError
+from trainer.ppo import PPOSettings, make_optimizer, ppo_update
+
+log = logging.getLogger("hotlap.trainer")
+
+CONSUMER_NAME = "trainer"
+READ_BATCH = 16
+WAITING_LOG_EVERY_S = 15.0
+
+
+class StopRequested(Exception):
+    pass
+
+
+@dataclass
+class Batch:
+    """One iteration's worth of experience, and the stream entries to acknowledge once trained."""
+
+    episodes: list[Experience] = field(default_factory=list)
+    entry_ids: list[bytes] = field(default_factory=list)
+    dropped_stale: int = 0
+    dropped_corrupt: int = 0
+
+    @property
+    def num_steps(self) -> int:
+        return sum(e.num_steps for e in self.episodes)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TrainerService:
+    def __init__(self, config: TrainerConfig, transport: RunTransport, store: ModelStore):
+        self.config = config
+        self.transport = transport
+        self.store = store
+        self.stop_requested = False
+        self.backoff = Backoff()
+        self.device = resolve_device(config.device)
+        self.episode_rows: list[tuple[Any, ...]] = []
+        self.best: dict[str, Any] | None = None
+        self.read_pending = True  # after a restart, first re-read what the last trainer left unacked
+
+    # ------------------------------------------------------------------ entry
+
+    def run(self) -> int:
+        self._install_signal_handlers()
+        try:
+            files = self._load_files()
+            if self._retrying("checking ip/done", self.store.is_done):
+                log.info("run %s is already done (ip/done exists); nothing to train", self.config.run_id)
+                self._retrying("setting status", self.transport.set_status, "done")
+                return 0
+            self._setup(files)
+            for version in range(self.version, self.max_iterations):
+                batch = self._collect(version)
+                stats = self._train(batch)
+                self._publish(version + 1, stats)
+                self._acknowledge(batch)
+                self._log_iteration(version, batch, stats)
+            self._finish()
+            return 0
+        except StopRequested:
+            log.info("stopped before the run finished; restart the trainer to resume from the latest version")
+            return 0
+        except ConfigError as e:
+            self._fail(str(e))
+            return 1
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            if self.stop_requested:
+                raise SystemExit(1)
+            log.info("signal %d: stopping after the current step", signum)
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def _retrying(self, what: str, func: Any, *args: Any) -> Any:
+        while True:
+            try:
+                result = func(*args)
+                self.backoff.reset()
+                return result
+            except (TransportError, StoreError) as e:
+                if isinstance(e, ObjectNotFound):
+                    raise
+                if self.stop_requested:
+                    raise StopRequested() from e
+                delay = self.backoff.next_delay()
+                log.warning("%s failed (%s); retrying in %.1fs", what, e, delay)
+                time.sleep(delay)
+
+    def _fail(self, reason: str) -> None:
+        log.error("%s", reason)
+        try:
+            self.transport.report_error("trainer", reason)
+            self.transport.set_status("failed", reason)
+        except TransportError:
+            log.exception("could not record the failure in Redis")
+
+    # ------------------------------------------------------------------ set-up
+
+    def _load_files(self) -> RunFiles:
+        files: RunFiles = self._retrying("loading run files", load_run_files, self.store)
+        return files
+
+    def _setup(self, files: RunFiles) -> None:
+        torch.manual_seed(self.config.seed)
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        self.files = files
+        hp = files.hyperparameters
+        self.settings = PPOSettings.from_hyperparameters(hp.model_dump())
+        self.max_iterations = files.settings.max_iterations
+        self.episodes_per_iteration = hp.num_episodes_between_training
+        # DeepRacer prints the resolved dict after this line; deepracer-utils parses it.
+        resolved = hp.to_json()
+        log.info("Using the following hyper-parameters\n%s", resolved)
+        self._retrying("writing hyperparameters", self.store.put_text, HYPERPARAMETERS, resolved)
+
+        obs_spec = observation_shapes(files.metadata.sensor)
+        self.policy = PolicyNetwork(obs_spec, files.metadata.neural_network, files.metadata.action_spec())
+        self.policy.to(self.device)
+        self.optimizer = make_optimizer(self.policy, self.settings)
+        self.manifest_base = {
+            "run_id": self.config.run_id,
+            "format": "safetensors",
+            "network": files.metadata.neural_network,
+            "observation_spec": {k: list(v) for k, v in obs_spec.items()},
+            "action_space_type": files.metadata.action_space_type,
+            "action_space": json.loads(files.metadata.model_dump_json())["action_space"],
+        }
+        self._retrying("ensuring the consumer group", self.transport.ensure_group)
+        self.version = self._resume_or_start()
+        self._retrying("setting status", self.transport.set_status, "running")
+        self._retrying("announcing version", self.transport.announce_version, self.version)
+        log.info("trainer on %s: iterations %d..%d, %d episodes per iteration, network %s", self.device,
+                 self.version, self.max_iterations, self.episodes_per_iteration, files.metadata.neural_network)
+
+    def _resume_or_start(self) -> int:
+        latest = self._retrying("reading latest version", self.store.latest_version)
+        if latest is None:
+            self._retrying("setting status", self.transport.set_status, "starting")
+            self._publish(0, {})
+            return 0
+        model = self._retrying("loading latest version", self.store.load_version, latest, True)
+        load_state_from_bytes(self.policy, model.weights)
+        if model.optimizer is not None:
+            state = torch.load(io.BytesIO(model.optimizer), map_location=self.device, weights_only=True)
+            self.optimizer.load_state_dict(state)
+        self._load_episode_log()
+        log.info("resuming from model version %d", latest)
+        return latest
+
+    def _load_episode_log(self) -> None:
+        try:
+            text = self.store.get_text(EPISODE_LOG)
+        except ObjectNotFound:
+            return
+        rows = list(csv.reader(io.StringIO(text)))[1:]
+        self.episode_rows = [tuple(row) for row in rows]
+
+    # ------------------------------------------------------------------ iteration steps
+
+    def _collect(self, version: int) -> Batch:
+        """Gather this iteration's episodes: exactly-on-policy under sync, bounded-stale under async."""
+        schedule = self.files.settings.schedule
+        oldest_accepted = version if schedule == "sync" else version - self.files.settings.max_staleness
+        if schedule == "sync":
+            self._retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
+        batch = Batch()
+        last_arrival = last_log = time.monotonic()
+        while len(batch.episodes) < self.episodes_per_iteration:
+            if batch.num_steps >= self.files.settings.max_steps_per_iteration:
+                log.info("step cap of %d reached with %d episodes", batch.num_steps, len(batch.episodes))
+                break
+            if self.stop_requested:
+                raise StopRequested()
+            deliveries = self._retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
+                                        READ_BATCH, 1000, self.read_pending)
+            if self.read_pending and not deliveries:
+                self.read_pending = False
+                continue
+            for delivery in deliveries:
+                exp = delivery.experience
+                if exp is None:
+                    batch.dropped_corrupt += 1
+                    log.warning("dropping unreadable experience %s: %s", delivery.entry_id, delivery.error)
+                    self._retrying("reporting", self.transport.report_error, "trainer",
+                                   f"unreadable experience message {delivery.entry_id!r}: {delivery.error}")
+                    self._retrying("acking", self.transport.acknowledge, [delivery.entry_id])
+                elif exp.model_version < oldest_accepted or exp.model_version > version:
+                    batch.dropped_stale += 1
+                    self._retrying("acking", self.transport.acknowledge, [delivery.entry_id])
+                else:
+                    batch.episodes.append(exp)
+                    batch.entry_ids.append(delivery.entry_id)
+                    last_arrival = time.monotonic()
+            now = time.monotonic()
+            if now - last_arrival > self.config.stall_timeout_s and schedule == "sync":
+                # Episodes whose worker died never arrive: let live workers play them again.
+                log.warning("no experience for %.0fs; reissuing %d episode tickets", now - last_arrival,
+                            self.episodes_per_iteration - len(batch.episodes))
+                self._retrying("reissuing tickets", self.transport.reissue_tickets, version, len(batch.episodes))
+                last_arrival = now
+            if now - last_log > WAITING_LOG_EVERY_S:
+                log.info("iteration %d: %d/%d episodes", version, len(batch.episodes), self.episodes_per_iteration)
+                last_log = now
+        return batch
+
+    def _train(self, batch: Batch) -> dict[str, float]:
+        started = time.monotonic()
+        self.policy.train()
+        stats = ppo_update(self.policy, self.optimizer, batch.episodes, self.settings, self.device)
+        self.policy.eval()
+        stats["train_seconds"] = time.monotonic() - started
+        stats["mean_reward"] = float(np.mean([e.total_reward for e in batch.episodes]))
+        stats["mean_progress"] = float(np.mean([e.progress for e in batch.episodes]))
+        stats["laps_completed"] = float(sum(e.status == "lap_complete" for e in batch.episodes))
+        return stats
+
+    def _publish(self, version: int, stats: dict[str, float]) -> None:
+        weights = state_to_bytes(self.policy)
+        buffer = io.BytesIO()
+        torch.save(self.optimizer.state_dict(), buffer)
+        manifest = {**self.manifest_base, "training_stats": stats}
+        self._retrying("publishing model", self.store.publish_version, version, weights, manifest,
+                       buffer.getvalue())
+        if self.files.settings.schedule == "sync":
+            self._retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
+        self._retrying("announcing version", self.transport.announce_version, version)
+        self._update_checkpoint_index(version, stats)
+
+    def _update_checkpoint_index(self, version: int, stats: dict[str, float]) -> None:
+        """model/deepracer_checkpoints.json: DeepRacer's best/last bookkeeping (by mean progress)."""
+        if not stats:
+            return
+        metric = stats["mean_progress"] if self.files.settings.best_model_metric == "progress" \
+            else stats["mean_reward"]
+        last = {"name": f"model/{version}", "avg_eval_metric": metric, "time_stamp": time.time()}
+        if self.best is None or metric >= self.best["avg_eval_metric"]:
+            self.best = last
+        index = {"best_checkpoint": self.best, "last_checkpoint": last}
+        self._retrying("writing checkpoint index", self.store.put_text, CHECKPOINTS_INDEX,
+                       json.dumps(index, indent=2))
+
+    def _acknowledge(self, batch: Batch) -> None:
+        self._retrying("acking", self.transport.acknowledge, batch.entry_ids)
+
+    def _log_iteration(self, version: int, batch: Batch, stats: dict[str, float]) -> None:
+        for e in batch.episodes:
+            self.episode_rows.append((version, e.model_version, e.worker_name, e.worker_index, e.episode,
+                                      e.num_steps, round(e.total_reward, 4), round(e.progress, 4), e.status))
+        self._retrying("writing episode log", self.store.put_text, EPISODE_LOG, episode_log_csv(self.episode_rows))
+        progress = {
+            "iteration": version + 1, "max_iterations": self.max_iterations,
+            "episodes": len(self.episode_rows), "steps": batch.num_steps,
+            "dropped_stale": batch.dropped_stale, "dropped_corrupt": batch.dropped_corrupt,
+            **{k: round(v, 5) for k, v in stats.items()},
+        }
+        self._retrying("writing progress", self.transport.set_progress, progress)
+        log.info("iteration %d/%d: %d episodes, %d steps, reward %.2f, progress %.1f%%, laps %d, "
+                 "policy loss %.4f, value loss %.4f, entropy %.3f, kl %.4f, %.1fs",
+                 version + 1, self.max_iterations, len(batch.episodes), batch.num_steps, stats["mean_reward"],
+                 stats["mean_progress"], stats["laps_completed"], stats.get("policy_loss", 0.0),
+                 stats.get("value_loss", 0.0), stats.get("entropy", 0.0), stats.get("approx_kl", 0.0),
+                 stats["train_seconds"])
+
+    def _finish(self) -> None:
+        self._retrying("writing ip/done", self.store.mark_done)
+        self._retrying("setting status", self.transport.set_status, "done")
+        log.info("run %s done: model version %d in %s", self.config.run_id, self.max_iterations, self.store.url)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hotlap.seed import SeedError, UserFiles, prepare_run_files, seed_store
 from shared.config import ConfigError, RunSettings, ServiceConfig
+from shared.run_files import RunFiles
 from shared.store import ModelStore, StoreError, open_store
 
 
@@ -58,7 +59,7 @@ def _settings_from(args: argparse.Namespace) -> RunSettings:
     return RunSettings.model_validate(values)
 
 
-def _prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _prepare(args: argparse.Namespace) -> RunFiles:
     explicit = UserFiles(args.reward_function, args.model_metadata, args.hyperparameters)
     files = UserFiles.from_folder(args.custom_files).merged(explicit)
     return prepare_run_files(files, _settings_from(args), max_iterations=args.max_iterations,
@@ -66,8 +67,17 @@ def _prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    config = ServiceConfig.from_env()
-    run_files = _prepare(args)
+    problems = []
+    try:
+        run_files = _prepare(args)
+    except SeedError as e:
+        problems.append(str(e))
+    try:
+        config = ServiceConfig.from_env()
+    except ConfigError as e:
+        problems.append(str(e))
+    if problems:
+        raise SeedError("\n".join(problems))
     store = ModelStore(open_store(config.store_url, config.s3_endpoint_url))
     seed_store(store, run_files)
     print(f"seeded run {config.run_id} in {store.url}: track {run_files.settings.track}, "

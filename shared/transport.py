@@ -119,7 +119,8 @@ class RunTransport:
     """Everything one run exchanges over Redis."""
 
     def __init__(self, client: redis.Redis, run_id: str, stream_limit: int = DEFAULT_STREAM_LIMIT):
-        self.client = client
+        # redis-py's stubs type replies as bytes | str | Any; replies here are bytes (decode_responses off).
+        self.client: Any = client
         self.keys = RunKeys(run_id)
         self.stream_limit = stream_limit
         self._claim_ticket = client.register_script(_CLAIM_TICKET)
@@ -150,7 +151,7 @@ class RunTransport:
     def push_experience(self, experience: Experience) -> bytes:
         """Append one message. The stream is never trimmed (that would lose work);
         callers check `backlog()` against `stream_limit` to apply back-pressure."""
-        entry_id: bytes = self.client.xadd(self.keys.experience, experience.encode())  # type: ignore[arg-type]
+        entry_id: bytes = self.client.xadd(self.keys.experience, experience.encode())
         return entry_id
 
     @_wrap_errors

@@ -270,7 +270,8 @@ class TrainerService:
         manifest = {**self.manifest_base, "training_stats": stats}
         self._retrying("publishing model", self.store.publish_version, version, weights, manifest,
                        buffer.getvalue())
-        if self.files.settings.schedule == "sync":
+        if self.files.settings.schedule == "sync" and version < self.max_iterations:
+            # Before the announcement, so workers that see the version find its tickets open.
             self._retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
         self._retrying("announcing version", self.transport.announce_version, version)
         self._update_checkpoint_index(version, stats)

@@ -10,13 +10,24 @@ from shared.experience import HEADER_FIELD, PAYLOAD_FIELD, Experience, MessageEr
 def make_experience(steps: int = 5, discrete: bool = True) -> Experience:
     rng = np.random.default_rng(0)
     return Experience(
-        run_id="r", worker_name="host-1", worker_index=1, model_version=3, episode=7,
-        observations={"FRONT_FACING_CAMERA": rng.integers(0, 255, (steps, 120, 160), dtype=np.uint8),
-                      "LIDAR": rng.random((steps, 64), dtype=np.float32)},
+        run_id="r",
+        worker_name="host-1",
+        worker_index=1,
+        model_version=3,
+        episode=7,
+        observations={
+            "FRONT_FACING_CAMERA": rng.integers(0, 255, (steps, 120, 160), dtype=np.uint8),
+            "LIDAR": rng.random((steps, 64), dtype=np.float32),
+        },
         actions=(rng.integers(0, 5, steps) if discrete else rng.random((steps, 2), dtype=np.float32)),
-        log_probs=rng.random(steps, dtype=np.float32), values=rng.random(steps, dtype=np.float32),
-        rewards=rng.random(steps, dtype=np.float32), terminated=False, bootstrap_value=0.25,
-        status="time_up", progress=42.5, elapsed_s=1.2,
+        log_probs=rng.random(steps, dtype=np.float32),
+        values=rng.random(steps, dtype=np.float32),
+        rewards=rng.random(steps, dtype=np.float32),
+        terminated=False,
+        bootstrap_value=0.25,
+        status="time_up",
+        progress=42.5,
+        elapsed_s=1.2,
     )
 
 
@@ -37,15 +48,18 @@ def _fields(exp: Experience) -> tuple[dict, bytes]:
     return json.loads(fields[HEADER_FIELD]), fields[PAYLOAD_FIELD]
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda h, p: (h.pop("model_version"), p)[1], "model_version"),
-    (lambda h, p: (h.update(schema=99), p)[1], "schema"),
-    (lambda h, p: (h.update(kind="other"), p)[1], "kind"),
-    (lambda h, p: p[:-10], "payload"),
-    (lambda h, p: (h["arrays"][0].update(dtype="object"), p)[1], "dtype"),
-    (lambda h, p: (h["arrays"][1].update(shape=[5, 65]), p)[1], "payload"),
-    (lambda h, p: (h.update(codec="zlib"), p)[1], "zlib"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda h, p: (h.pop("model_version"), p)[1], "model_version"),
+        (lambda h, p: (h.update(schema=99), p)[1], "schema"),
+        (lambda h, p: (h.update(kind="other"), p)[1], "kind"),
+        (lambda h, p: p[:-10], "payload"),
+        (lambda h, p: (h["arrays"][0].update(dtype="object"), p)[1], "dtype"),
+        (lambda h, p: (h["arrays"][1].update(shape=[5, 65]), p)[1], "payload"),
+        (lambda h, p: (h.update(codec="zlib"), p)[1], "zlib"),
+    ],
+)
 def test_corrupt_messages_raise_message_error(mutate, expected):
     header, payload = _fields(make_experience())
     payload = mutate(header, payload)

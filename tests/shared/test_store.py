@@ -78,3 +78,26 @@ def test_bad_store_urls():
         open_store("ftp://x/y")
     with pytest.raises(StoreError):
         open_store("s3:///prefix")
+
+
+class RecordingStore(LocalStore):
+    """A real local store that remembers the order of writes."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.writes: list[str] = []
+
+    def put(self, key: str, data: bytes) -> None:
+        self.writes.append(key)
+        super().put(key, data)
+
+
+def test_publish_order_files_then_manifest_then_pointer(tmp_path):
+    objects = RecordingStore(tmp_path)
+    ModelStore(objects).publish_version(5, b"w", {}, optimizer=b"o")
+    assert objects.writes == [
+        "model/5/policy.safetensors",
+        "model/5/optimizer.pt",
+        "model/5/manifest.json",
+        LATEST_POINTER,
+    ]

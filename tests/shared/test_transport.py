@@ -14,10 +14,18 @@ from shared.transport import Backoff, RunTransport, TransportError
 def experience(version: int, episode: int = 0) -> Experience:
     steps = 4
     return Experience(
-        run_id="r", worker_name="w", worker_index=0, model_version=version, episode=episode,
-        observations={"LIDAR": np.ones((steps, 64), np.float32)}, actions=np.zeros(steps, np.int64),
-        log_probs=np.zeros(steps, np.float32), values=np.zeros(steps, np.float32),
-        rewards=np.ones(steps, np.float32), terminated=True, bootstrap_value=0.0,
+        run_id="r",
+        worker_name="w",
+        worker_index=0,
+        model_version=version,
+        episode=episode,
+        observations={"LIDAR": np.ones((steps, 64), np.float32)},
+        actions=np.zeros(steps, np.int64),
+        log_probs=np.zeros(steps, np.float32),
+        values=np.zeros(steps, np.float32),
+        rewards=np.ones(steps, np.float32),
+        terminated=True,
+        bootstrap_value=0.0,
     )
 
 
@@ -110,8 +118,19 @@ def test_client_recovers_after_redis_restart(tmp_path):
     from hotlap.redis_server import free_port
 
     port = free_port()
-    cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-           "--appendonly", "yes", "--save", ""]
+    cmd = [
+        find_redis_server(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(tmp_path),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+    ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     transport = RunTransport.from_url(f"redis://127.0.0.1:{port}/0", "restart")
     backoff = Backoff(base_s=0.05, cap_s=0.5)

@@ -1,0 +1,319 @@
+"""The docker compose stack, end to end: redis + S3 + init + trainer + 3 simulator replicas.
+
+`test_stack_trains_to_the_last_iteration` brings up docker-compose.yml with
+infra/docker-compose.offline.yml (images built locally by infra/build-offline-images.sh), runs a
+tiny training run and reads the store through the S3 server's published port. It skips when no
+Docker engine, no `docker compose` v2 or no offline image is there, unless
+HOTLAP_REQUIRE_COMPOSE=1 (infra/test.sh sets it in CI once the engine and the images are up),
+in which case it fails instead. Run it through infra/test.sh, which rebuilds hotlap/app:local
+when the sources changed; a bare `pytest` uses whatever image is there.
+
+The other tests check the compose files' shape and need no Docker at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+OFFLINE_FILE = REPO_ROOT / "infra" / "docker-compose.offline.yml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+OFFLINE_IMAGES = ("hotlap/app:local", "hotlap/redis:local", "hotlap/s3:local")
+APP_SERVICES = ("init", "trainer", "simulator")
+
+# The tiny run.
+SIMULATORS = 3
+MAX_ITERATIONS = 3
+EPISODES_PER_ITERATION = 6
+MAX_STEPS = 60
+BUCKET = "hotlap-compose-test"
+PREFIX = "rl-deepracer-sagemaker"
+ACCESS_KEY, SECRET_KEY, REGION = "hotlap-test", "hotlap-test-secret", "us-east-1"
+EPISODE_HEADER = "iteration,model_version,worker_id,worker_index,episode,steps,reward,progress,status"
+
+TRAINER_TIMEOUT_S = float(os.environ.get("HOTLAP_COMPOSE_TIMEOUT", "360"))
+SIMULATOR_EXIT_GRACE_S = 90.0
+
+
+# ----------------------------------------------------------------------- the files' shape
+
+
+def _load(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), f"{path} is not a YAML mapping"
+    return data
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Reads compose's own tags (!reset, !override) as the plain value they carry."""
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_ComposeLoader.add_multi_constructor("!", _untagged)
+
+
+def _load_override(path: Path) -> dict:
+    data = yaml.load(path.read_text(), Loader=_ComposeLoader)
+    assert isinstance(data, dict)
+    return data
+
+
+def test_compose_file_has_the_services_and_builds_the_app_once() -> None:
+    services = _load(COMPOSE_FILE)["services"]
+    assert "version" not in _load(COMPOSE_FILE)
+    assert {"redis", "minio", "init", "trainer", "simulator"} <= set(services)
+    assert "redis:7" in services["redis"]["image"]
+    assert "minio/minio" in services["minio"]["image"]
+    for name in ("redis", "minio"):
+        assert "healthcheck" in services[name], f"{name} needs a healthcheck for depends_on"
+    builders = [name for name, s in services.items() if "build" in s]
+    assert builders == ["init"], f"exactly one service builds the app image, got {builders}"
+    images = {services[name]["image"] for name in APP_SERVICES}
+    assert len(images) == 1, f"init, trainer and simulator must share one image, got {images}"
+    for name in ("trainer", "simulator"):
+        assert services[name]["pull_policy"] == "never"
+        deps = services[name]["depends_on"]
+        assert deps["redis"]["condition"] == "service_healthy"
+        assert deps["init"]["condition"] == "service_completed_successfully"
+        assert services[name]["restart"].startswith("on-failure")
+    assert services["init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["init"]["command"] == ["python", "-m", "hotlap", "seed"]
+    assert services["trainer"]["command"] == ["python", "-m", "trainer"]
+    assert services["simulator"]["command"] == ["python", "-m", "simulator"]
+    assert any(v.endswith(":/custom_files:ro") for v in services["init"]["volumes"])
+    # --scale needs a service without a fixed name or host port.
+    assert "container_name" not in services["simulator"] and "ports" not in services["simulator"]
+
+
+def test_offline_override_swaps_in_local_images_only() -> None:
+    base = _load(COMPOSE_FILE)["services"]
+    override = _load_override(OFFLINE_FILE)["services"]
+    assert set(override) <= set(base), "the override must not add services"
+    assert {s["image"] for s in override.values()} == set(OFFLINE_IMAGES)
+    assert all(s.get("pull_policy") == "never" for s in override.values())
+
+
+def test_env_example_documents_every_variable() -> None:
+    text = COMPOSE_FILE.read_text() + OFFLINE_FILE.read_text()
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+    for service in _load(COMPOSE_FILE)["services"].values():  # bare keys: passed through when set
+        env = service.get("environment") or {}
+        used |= {k for k, v in env.items() if v is None} if isinstance(env, dict) else set()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), flags=re.M))
+    missing = sorted(used - documented)
+    assert not missing, f".env.example does not document {missing}"
+
+
+# ----------------------------------------------------------------------- the running stack
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("HOTLAP_REQUIRE_COMPOSE") == "1":
+        pytest.fail(f"{reason} (HOTLAP_REQUIRE_COMPOSE=1, so this fails instead of skipping)")
+    pytest.skip(reason)
+
+
+def _run(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    project: str
+    env_file: Path
+    s3_port: int
+    env: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run(["docker", "compose", "-f", str(COMPOSE_FILE), "-f", str(OFFLINE_FILE),
+                     "--env-file", str(self.env_file), "-p", self.project, *args],
+                    env=self.env, timeout=timeout, check=check)
+
+    def containers(self, service: str) -> list[str]:
+        out = self.compose("ps", "-a", "-q", service).stdout
+        return [line for line in out.split() if line]
+
+    def inspect(self, container: str) -> dict:
+        data = json.loads(_run(["docker", "inspect", container], env=self.env).stdout)
+        assert isinstance(data, list) and data
+        return dict(data[0])
+
+    def dump_logs(self) -> None:
+        """Printed on failure (pytest shows captured output of failing tests)."""
+        print(f"\n===== docker compose ps -a ({self.project}) =====")
+        print(self.compose("ps", "-a", check=False, timeout=30).stdout)
+        logs = self.compose("logs", "--no-color", "--timestamps", "--tail", "300", check=False, timeout=60)
+        print(f"===== docker compose logs ({self.project}) =====")
+        print(logs.stdout, logs.stderr)
+        for note in self.notes:
+            print(note)
+
+
+def _require_docker() -> None:
+    if shutil.which("docker") is None:
+        _unavailable("no docker CLI on PATH")
+    try:
+        info = _run(["docker", "info"], timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        _unavailable("`docker info` timed out")
+    if info.returncode != 0:
+        _unavailable(f"no Docker engine answers `docker info` (start one: infra/start-dockerd.sh): "
+                     f"{info.stderr.strip()[-200:]}")
+    if _run(["docker", "compose", "version"], timeout=30, check=False).returncode != 0:
+        _unavailable("`docker compose` (v2) is not installed (infra/test.sh installs it)")
+    missing = [img for img in OFFLINE_IMAGES
+               if _run(["docker", "image", "inspect", img], timeout=30, check=False).returncode != 0]
+    if missing:
+        _unavailable(f"offline images missing: {', '.join(missing)} (build: bash infra/build-offline-images.sh)")
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    _require_docker()
+    # Only the env file decides: compose lets the shell's variables win over --env-file.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HOTLAP_", "MINIO_", "COMPOSE_", "AWS_"))}
+    workdir = Path(tempfile.mkdtemp(prefix="hotlap-compose-"))
+    custom_files = workdir / "custom_files"  # empty: the seed falls back to its embedded defaults
+    custom_files.mkdir()
+    for path in (workdir, custom_files):
+        path.chmod(0o755)  # the containers' non-root user reads the bind mount
+    s3_port = _free_port()
+    settings = {
+        "HOTLAP_RUN_ID": "compose-test",
+        "HOTLAP_BUCKET": BUCKET,
+        "HOTLAP_MODEL_PREFIX": PREFIX,
+        "MINIO_ROOT_USER": ACCESS_KEY,
+        "MINIO_ROOT_PASSWORD": SECRET_KEY,
+        "HOTLAP_REGION": REGION,
+        "HOTLAP_BIND_ADDRESS": "127.0.0.1",
+        "HOTLAP_MINIO_API_PORT": str(s3_port),
+        "HOTLAP_MINIO_CONSOLE_PORT": str(_free_port()),
+        "HOTLAP_CUSTOM_FILES_DIR": str(custom_files),
+        "HOTLAP_TRACK": "reInvent2019_track",
+        "HOTLAP_MAX_ITERATIONS": str(MAX_ITERATIONS),
+        "HOTLAP_EPISODES_PER_ITERATION": str(EPISODES_PER_ITERATION),
+        "HOTLAP_MAX_STEPS": str(MAX_STEPS),
+        "HOTLAP_CARS_PER_WORKER": "1",
+        "HOTLAP_WORKERS": str(SIMULATORS),
+        "HOTLAP_DEVICE": "cpu",
+        "HOTLAP_SIM_TRACE_LOG": "0",
+    }
+    env_file = workdir / "compose.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    project = f"hotlaptest{os.getpid()}{uuid.uuid4().hex[:6]}"
+    s = Stack(project=project, env_file=env_file, s3_port=s3_port, env=env)
+    try:
+        t0 = time.monotonic()
+        up = s.compose("up", "-d", "--no-build", "--scale", f"simulator={SIMULATORS}", timeout=300, check=False)
+        s.notes.append(f"`up -d` took {time.monotonic() - t0:.1f}s")
+        if up.returncode != 0:
+            s.dump_logs()
+            raise AssertionError(f"docker compose up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
+        yield s
+    finally:
+        s.compose("down", "-v", "--remove-orphans", "--timeout", "10", timeout=180, check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_exit(stack: Stack, container: str, timeout: float, *, fail_on_restart: bool) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = stack.inspect(container)
+        state = info["State"]
+        if fail_on_restart and info.get("RestartCount", 0) > 0:
+            raise AssertionError(f"{info['Name']} crashed and was restarted ({info['RestartCount']}x)")
+        if state["Status"] == "exited":
+            return info
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{info['Name']} still {state['Status']} after {timeout:.0f}s")
+        time.sleep(2)
+
+
+@pytest.mark.compose
+@pytest.mark.slow
+def test_stack_trains_to_the_last_iteration(stack: Stack) -> None:
+    try:
+        _check_run(stack)
+    except BaseException:
+        stack.dump_logs()
+        raise
+
+
+def _check_run(stack: Stack) -> None:
+    import boto3
+    from botocore.config import Config
+
+    (init,) = stack.containers("init")
+    assert stack.inspect(init)["State"]["ExitCode"] == 0, "the init (seed) service failed"
+
+    (trainer,) = stack.containers("trainer")
+    t0 = time.monotonic()
+    info = _wait_for_exit(stack, trainer, TRAINER_TIMEOUT_S, fail_on_restart=True)
+    stack.notes.append(f"trainer finished {time.monotonic() - t0:.1f}s after `up`")
+    assert info["State"]["ExitCode"] == 0, f"trainer exited {info['State']['ExitCode']}"
+
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{stack.s3_port}", aws_access_key_id=ACCESS_KEY,
+                      aws_secret_access_key=SECRET_KEY, region_name=REGION,
+                      config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}))
+
+    def read(key: str) -> bytes:
+        body: bytes = s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")["Body"].read()
+        return body
+
+    read("ip/done")  # raises NoSuchKey if the run did not finish
+    latest = json.loads(read("model/latest.json"))
+    assert latest["version"] == MAX_ITERATIONS, latest
+
+    text = read("logs/episodes.csv").decode()
+    assert text.splitlines()[0] == EPISODE_HEADER
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) >= MAX_ITERATIONS * EPISODES_PER_ITERATION, f"{len(rows)} episode rows"
+    assert {int(r["model_version"]) for r in rows} <= set(range(MAX_ITERATIONS + 1))
+    csv_hosts = {r["worker_id"].rsplit("-", 1)[0] for r in rows}
+
+    simulators = stack.containers("simulator")
+    assert len(simulators) == SIMULATORS
+    hostnames = {stack.inspect(c)["Config"]["Hostname"] for c in simulators}
+    assert len(hostnames) == SIMULATORS
+    assert csv_hosts == hostnames, f"episode rows from {sorted(csv_hosts)}, simulators are {sorted(hostnames)}"
+
+    # The run is done: every worker finishes its episode and exits 0 by itself.
+    for c in simulators:
+        sim = _wait_for_exit(stack, c, SIMULATOR_EXIT_GRACE_S, fail_on_restart=False)
+        assert sim["State"]["ExitCode"] == 0, f"{sim['Name']} exited {sim['State']['ExitCode']}"

@@ -1,0 +1,168 @@
+"""The whole loop, as separate processes against real servers:
+redis-server + an S3-compatible server over HTTP, a trainer and two simulator workers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from hotlap.seed import seed_store
+from shared.config import Hyperparameters, ModelMetadata, RunSettings
+from shared.run_files import RunFiles
+from shared.store import ModelStore, open_store
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+ITERATIONS = 3
+EPISODES_PER_ITERATION = 6
+TINY_HYPERPARAMETERS = {
+    "num_episodes_between_training": EPISODES_PER_ITERATION,
+    "num_epochs": 1,
+    "batch_size": 32,
+    "term_cond_max_episodes": ITERATIONS,
+}
+METADATA = {
+    "action_space": [
+        {"steering_angle": -20, "speed": 1.0},
+        {"steering_angle": 0, "speed": 1.5},
+        {"steering_angle": 20, "speed": 1.0},
+    ],
+    "sensor": ["FRONT_FACING_CAMERA"],
+    "neural_network": "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW",
+    "training_algorithm": "clipped_ppo",
+    "action_space_type": "discrete",
+    "version": "5",
+}
+REWARD = "def reward_function(params):\n    return 1.0 - params['distance_from_center'] / params['track_width']\n"
+
+
+def tiny_run_files() -> RunFiles:
+    return RunFiles(
+        settings=RunSettings(
+            track="reInvent2019_track", max_iterations=ITERATIONS, max_steps_per_episode=40, num_workers=2
+        ),
+        metadata=ModelMetadata.parse(json.dumps(METADATA)),
+        hyperparameters=Hyperparameters.model_validate(TINY_HYPERPARAMETERS),
+        reward_source=REWARD,
+    )
+
+
+def service_env(run_id: str, redis_url: str, store_url: str, s3_endpoint: str | None, name: str) -> dict[str, str]:
+    env = dict(
+        os.environ,
+        HOTLAP_RUN_ID=run_id,
+        HOTLAP_REDIS_URL=redis_url,
+        HOTLAP_STORE_URL=store_url,
+        HOTLAP_WORKER_NAME=name,
+        HOTLAP_SIM_TRACE_LOG="0",
+        OMP_NUM_THREADS="1",
+    )
+    if s3_endpoint:
+        env["HOTLAP_S3_ENDPOINT_URL"] = s3_endpoint
+    return env
+
+
+def episode_rows(store: ModelStore) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(store.get_text("logs/episodes.csv"))))
+
+
+def assert_finished_run(store: ModelStore, worker_names: set[str] | None = None) -> None:
+    assert store.list_versions() == list(range(ITERATIONS + 1))
+    assert store.latest_version() == ITERATIONS
+    assert store.is_done()
+    rows = episode_rows(store)
+    assert len(rows) == ITERATIONS * EPISODES_PER_ITERATION
+    versions_by_worker: dict[str, set[int]] = defaultdict(set)
+    for row in rows:
+        assert row["model_version"].isdigit(), row  # every consumed message carried its version
+        assert int(row["model_version"]) == int(row["iteration"])  # sync: exactly on-policy
+        versions_by_worker[row["worker_id"]].add(int(row["model_version"]))
+    if worker_names is not None:
+        assert set(versions_by_worker) == worker_names
+    for worker, versions in versions_by_worker.items():
+        assert len(versions) >= 2, f"{worker} acted with versions {versions} only"
+
+
+def test_trainer_and_two_workers_over_redis_and_s3(
+    redis_url: str, s3_endpoint: str, s3_store_url: str, run_id: str, tmp_path: Path
+):
+    store = ModelStore(open_store(s3_store_url, s3_endpoint))
+    seed_store(store, tiny_run_files())
+    logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("trainer", "w0", "w1")}  # noqa: SIM115
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "simulator" if name != "trainer" else "trainer"],
+            env=service_env(run_id, redis_url, s3_store_url, s3_endpoint, f"e2e-{name}"),
+            stdout=logs[name],
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        for name in logs
+    }
+    deadline = time.monotonic() + 300
+    try:
+        for proc in procs.values():
+            proc.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for f in logs.values():
+            f.close()
+    output = {name: (tmp_path / f"{name}.log").read_text()[-3000:] for name in logs}
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{output[name]}"
+    assert_finished_run(store, {"e2e-w0", "e2e-w1"})
+    # The pointer is written after the files of the version it names.
+    objects = store.objects.client.list_objects_v2(Bucket=store.objects.bucket, Prefix=store.objects.prefix)
+    stamps = {o["Key"].split("/", 1)[1]: o["LastModified"] for o in objects["Contents"]}
+    assert all(stamps["model/latest.json"] >= stamps[k] for k in stamps if k.startswith(f"model/{ITERATIONS}/"))
+
+
+def test_hotlap_train_on_the_local_folder_store(tmp_path: Path):
+    hp = tmp_path / "hyperparameters.json"
+    hp.write_text(json.dumps(TINY_HYPERPARAMETERS))
+    metadata = tmp_path / "model_metadata.json"
+    metadata.write_text(json.dumps(METADATA))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hotlap",
+            "train",
+            "--workers",
+            "2",
+            "--run-id",
+            "local-e2e",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--hyperparameters",
+            str(hp),
+            "--model-metadata",
+            str(metadata),
+            "--max-steps",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "finished" in result.stdout
+    store = ModelStore(open_store(f"file://{tmp_path / 'runs' / 'local-e2e'}"))
+    assert_finished_run(store)
+    files = store.objects.list()
+    assert any(f.endswith("training-simtrace/0-iteration.csv") for f in files), files
+    assert "metrics/TrainingMetrics.json" in files and "metrics/TrainingMetrics_1.json" in files
+    assert "ip/hyperparameters.json" in files and "model/deepracer_checkpoints.json" in files

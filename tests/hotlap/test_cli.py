@@ -1,0 +1,66 @@
+"""Bad user files stop a run at start, with a message naming the file and the problem."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def hotlap(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hotlap", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_malformed_model_metadata_stops_the_run(tmp_path: Path):
+    bad = tmp_path / "model_metadata.json"
+    bad.write_text(json.dumps({"action_space": [{"steering_angle": 60, "speed": 1}], "sensor": ["SONAR"]}))
+    result = hotlap("train", "--model-metadata", str(bad), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "steering_angle" in result.stderr and "SONAR" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_truncated_model_metadata_json(tmp_path: Path):
+    bad = tmp_path / "model_metadata.json"
+    bad.write_text('{"action_space": [')
+    result = hotlap("train", "--model-metadata", str(bad), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and "not valid JSON" in result.stderr
+
+
+def test_reward_function_syntax_error_stops_the_run(tmp_path: Path):
+    bad = tmp_path / "reward_function.py"
+    bad.write_text("def reward_function(params):\n    return 1.0 +\n")
+    result = hotlap("train", "--reward-function", str(bad), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{bad}:2" in result.stderr  # file:line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_bad_file_is_reported_at_once(tmp_path: Path):
+    (tmp_path / "reward_function.py").write_text("def not_the_right_name(params):\n    return 1.0\n")
+    (tmp_path / "hyperparameters.json").write_text(json.dumps({"lr": -1}))
+    result = hotlap("seed", "--custom-files", str(tmp_path), "--track", "No_such_track", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "reward_function" in result.stderr and "lr" in result.stderr and "No_such_track" in result.stderr
+
+
+def test_seed_uploads_the_run_files_to_the_store(tmp_path: Path):
+    store = tmp_path / "store"
+    result = subprocess.run(
+        [sys.executable, "-m", "hotlap", "seed", "--track", "Oval_track", "--max-iterations", "7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"HOTLAP_STORE_URL": f"file://{store}", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert (store / "reward_function.py").is_file()
+    assert json.loads((store / "ip/hyperparameters.json").read_text())["term_cond_max_episodes"] == 7
+    assert "WORLD_NAME: Oval_track" in (store / "training_params.yaml").read_text()
+    assert (store / "model/model_metadata.json").is_file()

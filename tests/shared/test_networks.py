@@ -1,0 +1,313 @@
+"""The model contract: every network x sensor set x action kind builds, acts and round-trips its weights."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import inspect
+import math
+import pickle
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+import shared.networks as networks
+from shared.networks import (
+    CAMERA_SENSORS,
+    DEEP,
+    DEEP_CONV,
+    NETWORKS,
+    SHALLOW,
+    ActionSpec,
+    ModelFormatError,
+    PolicyNetwork,
+    load_state_from_bytes,
+    observation_spec_for,
+    state_to_bytes,
+)
+
+DISCRETE = ActionSpec("discrete", ((-30.0, 0.6), (-15.0, 0.8), (0.0, 1.0), (15.0, 0.8), (30.0, 0.6)))
+CONTINUOUS = ActionSpec("continuous", steering_range=(-25.0, 20.0), speed_range=(1.0, 2.5))
+# Images are smaller than DeepRacer's 120x160 to keep the matrix quick on a shared CPU (the layers do not
+# care; DEEP needs >= 76 px); test_full_size_images_give_deepracer_layer_shapes covers 120x160.
+SPECS: dict[str, dict[str, tuple[int, ...]]] = {
+    "camera": {"FRONT_FACING_CAMERA": (84, 96)},
+    "stereo": {"STEREO_CAMERAS": (2, 84, 96)},
+    "camera+lidar": {"FRONT_FACING_CAMERA": (84, 96), "LIDAR": (64,)},
+    "lidar": {"SECTOR_LIDAR": (8,)},
+}
+# DeepRacer's stereo stack for the deeper networks is stride-1-heavy (57M weights at 120x160).
+SMALL_STEREO: dict[str, tuple[int, ...]] = {"STEREO_CAMERAS": (2, 48, 64)}
+CASES = [(net, sensors, kind) for net in NETWORKS for sensors in SPECS for kind in ("discrete", "continuous")]
+_cache: dict[tuple[str, str, str], PolicyNetwork] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Small models on a shared CPU: one intra-op thread is faster and does not fight other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def spec_for(net: str, sensors: str) -> dict[str, tuple[int, ...]]:
+    return SMALL_STEREO if sensors == "stereo" and net != SHALLOW else SPECS[sensors]
+
+
+def build(net: str, sensors: str, kind: str, seed: int = 0) -> PolicyNetwork:
+    torch.manual_seed(seed)
+    return PolicyNetwork(spec_for(net, sensors), net, DISCRETE if kind == "discrete" else CONTINUOUS)
+
+
+def policy_for(net: str, sensors: str, kind: str) -> PolicyNetwork:
+    key = (net, sensors, kind)
+    if key not in _cache:
+        _cache[key] = build(net, sensors, kind)
+    return _cache[key]
+
+
+def random_obs(spec: dict[str, tuple[int, ...]], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.integers(0, 256, (batch, *shape), dtype=np.uint8)
+        if name in CAMERA_SENSORS
+        else rng.uniform(0.15, 1.0, (batch, *shape)).astype(np.float32)
+        for name, shape in spec.items()
+    }
+
+
+def to_torch(obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in obs.items()}
+
+
+@pytest.mark.parametrize(("net", "sensors", "kind"), CASES)
+def test_forward_act_evaluate(net: str, sensors: str, kind: str) -> None:
+    policy = policy_for(net, sensors, kind)
+    obs = random_obs(policy.observation_spec, batch=3)
+
+    # forward: distribution over 3 observations, value (B,)
+    dist, value = policy(to_torch(obs))
+    assert value.shape == (3,)
+    if kind == "discrete":
+        assert dist.logits.shape == (3, 5)
+    else:
+        assert dist.mean.shape == (3, 2)
+
+    # act: numpy out, env actions inside the action space
+    torch.manual_seed(1)
+    result = policy.act(obs)
+    assert result.log_prob.shape == result.value.shape == result.steering_deg.shape == result.speed.shape == (3,)
+    assert result.log_prob.dtype == result.value.dtype == result.steering_deg.dtype == np.float32
+    assert np.isfinite(result.log_prob).all() and np.isfinite(result.value).all()
+    np.testing.assert_allclose(result.value, value.detach().numpy(), rtol=1e-5, atol=1e-6)
+    if kind == "discrete":
+        assert result.action.shape == (3,) and result.action.dtype == np.int64
+        table = np.array(DISCRETE.discrete_actions, dtype=np.float32)
+        np.testing.assert_array_equal(result.steering_deg, table[result.action, 0])
+        np.testing.assert_array_equal(result.speed, table[result.action, 1])
+    else:
+        assert result.action.shape == (3, 2) and result.action.dtype == np.float32
+        assert ((result.steering_deg >= -25.0) & (result.steering_deg <= 20.0)).all()
+        assert ((result.speed >= 1.0) & (result.speed <= 2.5)).all()
+
+    # evaluate: the trainer sees the same log-probs for the same actions
+    log_prob, entropy, value2 = policy.evaluate(to_torch(obs), torch.from_numpy(result.action))
+    np.testing.assert_allclose(log_prob.detach().numpy(), result.log_prob, rtol=1e-5, atol=1e-5)
+    assert entropy.shape == value2.shape == (3,)
+
+    # deterministic: the greedy action / the mean
+    greedy = policy.act(obs, deterministic=True)
+    if kind == "discrete":
+        np.testing.assert_array_equal(greedy.action, dist.logits.argmax(-1).numpy())
+    else:
+        np.testing.assert_allclose(greedy.action, dist.mean.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(policy.value(obs), result.value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("net", "sensors", "kind"), CASES)
+def test_weights_roundtrip_is_exact(net: str, sensors: str, kind: str) -> None:
+    source = policy_for(net, sensors, kind)
+    target = copy.deepcopy(source)
+    with torch.no_grad():
+        for param in target.parameters():
+            param.add_(torch.randn_like(param))
+    data = state_to_bytes(source)
+    load_state_from_bytes(target, data)
+    for (name, a), (name_b, b) in zip(source.state_dict().items(), target.state_dict().items(), strict=True):
+        assert name == name_b and a.dtype == b.dtype and torch.equal(a, b), name
+    obs = random_obs(source.observation_spec, batch=2, seed=5)
+    np.testing.assert_array_equal(source.act(obs, True).action, target.act(obs, True).action)
+    assert state_to_bytes(target) == data
+
+
+def test_full_size_images_give_deepracer_layer_shapes() -> None:
+    full = observation_spec_for(["FRONT_FACING_CAMERA", "LIDAR"])
+    shallow = PolicyNetwork({"FRONT_FACING_CAMERA": full["FRONT_FACING_CAMERA"]}, SHALLOW, DISCRETE)
+    # 120x160 -> conv 8/4 -> 29x39 -> conv 4/2 -> 13x18 -> conv 3/1 -> 11x16, 64 filters
+    assert shallow.middleware[0].in_features == 64 * 11 * 16 and shallow.middleware[0].out_features == 512
+    assert [m.out_channels for m in shallow.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 64, 64]
+    assert shallow.act(random_obs(shallow.observation_spec, batch=1)).action.shape == (1,)
+    deep = PolicyNetwork(full, DEEP, CONTINUOUS)
+    assert [m.out_features for m in deep.middleware if isinstance(m, torch.nn.Linear)] == [256, 128]
+    assert deep.middleware[0].in_features == 512 + 256  # camera dense [512, 512] + lidar [256, 256]
+    assert deep.camera is not None and deep.camera.conv[-1].__class__ is torch.nn.Flatten
+    deep_conv = policy_for(DEEP_CONV, "camera", "discrete")
+    assert deep_conv.camera is not None and deep_conv.camera.out_features == 64
+    assert deep_conv.middleware[0].out_features == 512
+
+
+def test_continuous_actions_map_affinely_and_clip() -> None:
+    policy = policy_for(SHALLOW, "lidar", "continuous")
+    steer, speed = policy.env_actions(np.array([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0], [3.0, -7.0]], np.float32))
+    np.testing.assert_allclose(steer, [-25.0, -2.5, 20.0, 20.0])
+    np.testing.assert_allclose(speed, [1.0, 1.75, 2.5, 1.0])
+    # log-probs are those of the unclipped normalised sample
+    obs = random_obs(policy.observation_spec, batch=1)
+    dist, _ = policy(to_torch(obs))
+    outside = torch.tensor([[1.7, -2.2]])
+    log_prob, _, _ = policy.evaluate(to_torch(obs), outside)
+    std = math.exp(networks.INITIAL_LOG_STD)
+    expected = torch.distributions.Normal(dist.mean, std).log_prob(outside).sum(-1)
+    torch.testing.assert_close(log_prob, expected)
+
+
+def test_mismatched_weights_raise_clear_errors() -> None:
+    shallow = policy_for(SHALLOW, "camera", "discrete")
+    data = state_to_bytes(shallow)
+    with pytest.raises(ModelFormatError, match="missing tensors .*unexpected tensors"):
+        load_state_from_bytes(build(DEEP, "camera", "discrete"), data)
+    three_actions = ActionSpec("discrete", ((-10.0, 1.0), (0.0, 1.0), (10.0, 1.0)))
+    with pytest.raises(ModelFormatError, match=r"policy_head.weight: shape \(5, 512\), expected \(3, 512\)"):
+        load_state_from_bytes(PolicyNetwork(SPECS["camera"], SHALLOW, three_actions), data)
+    with pytest.raises(ModelFormatError, match=r"middleware.0.weight: shape"):  # other image size
+        load_state_from_bytes(PolicyNetwork({"FRONT_FACING_CAMERA": (96, 96)}, SHALLOW, DISCRETE), data)
+    with pytest.raises(ModelFormatError, match="unexpected tensors log_std"):
+        load_state_from_bytes(shallow, state_to_bytes(policy_for(SHALLOW, "camera", "continuous")))
+    with pytest.raises(ModelFormatError, match="missing tensors lidar"):
+        load_state_from_bytes(build(SHALLOW, "camera+lidar", "discrete"), data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00" * 3, b"not a model at all", pickle.dumps({"a": 1}), b"\xff" * 8 + b"{}", None],
+    ids=["empty", "short", "text", "pickle", "huge-header", "not-bytes"],
+)
+def test_corrupt_bytes_raise_model_format_error(data: bytes) -> None:
+    policy = build(SHALLOW, "lidar", "discrete")
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    with pytest.raises(ModelFormatError, match="safetensors|must be bytes"):
+        load_state_from_bytes(policy, data)
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+
+
+def test_truncated_bad_dtype_nan_and_foreign_files_are_rejected_without_changing_the_module() -> None:
+    policy = build(SHALLOW, "lidar", "discrete")
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    good = state_to_bytes(build(SHALLOW, "lidar", "discrete", seed=9))
+    with pytest.raises(ModelFormatError, match="not a valid safetensors"):
+        load_state_from_bytes(policy, good[: len(good) // 2])
+    as_double = {k: v.double() for k, v in before.items()}
+    with pytest.raises(ModelFormatError, match="dtype torch.float64, expected torch.float32"):
+        load_state_from_bytes(policy, safetensors.torch.save(as_double))
+    with_nan = dict(before)
+    with_nan["value_head.bias"] = torch.tensor([float("nan")])
+    with pytest.raises(ModelFormatError, match="value_head.bias: contains NaN"):
+        load_state_from_bytes(policy, safetensors.torch.save(with_nan))
+    with pytest.raises(ModelFormatError, match="format 'something-else'"):
+        load_state_from_bytes(policy, safetensors.torch.save(before, metadata={"format": "something-else"}))
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+    # a plain safetensors file with the right tensors (no format tag) is accepted
+    load_state_from_bytes(policy, safetensors.torch.save(dict(before)))
+
+
+def test_nothing_uses_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle used")
+
+    for module, name in [(pickle, "loads"), (pickle, "load"), (pickle, "dumps"), (pickle, "dump")]:
+        monkeypatch.setattr(module, name, forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(torch, "save", forbidden)
+    policy = build(SHALLOW, "lidar", "continuous")
+    data = state_to_bytes(policy)
+    load_state_from_bytes(build(SHALLOW, "lidar", "continuous", seed=4), data)
+    header_len = int.from_bytes(data[:8], "little")
+    assert data[8:9] == b"{" and b"hotlap.policy_state/1" in data[8 : 8 + header_len]
+    tree = ast.parse(inspect.getsource(networks))
+    imported = {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names
+    } | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {"pickle", "dill", "cloudpickle", "joblib"} & imported
+    torch_io = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("load", "save")
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "torch"
+    ]
+    assert not torch_io, "torch.load/torch.save unpickle; weights must travel as safetensors"
+
+
+def test_sensor_and_action_validation() -> None:
+    with pytest.raises(ValueError, match="at most one camera"):
+        PolicyNetwork({"FRONT_FACING_CAMERA": (120, 160), "LEFT_CAMERA": (120, 160)}, SHALLOW, DISCRETE)
+    with pytest.raises(ValueError, match="at most one camera and at most one lidar"):
+        PolicyNetwork({}, SHALLOW, DISCRETE)
+    with pytest.raises(ValueError, match="unknown sensor"):
+        PolicyNetwork({"RADAR": (4,)}, SHALLOW, DISCRETE)
+    with pytest.raises(ValueError, match="unknown neural_network"):
+        PolicyNetwork(SPECS["lidar"], "RESNET", DISCRETE)
+    with pytest.raises(ValueError, match="too small"):
+        PolicyNetwork({"FRONT_FACING_CAMERA": (20, 20)}, SHALLOW, DISCRETE)
+    with pytest.raises(ValueError, match=r"\(2, H, W\)"):
+        PolicyNetwork({"STEREO_CAMERAS": (120, 160)}, SHALLOW, DISCRETE)
+    with pytest.raises(ValueError, match="at least one action"):
+        ActionSpec("discrete")
+    with pytest.raises(ValueError, match="speed_range"):
+        ActionSpec("continuous", speed_range=(2.0, 1.0))
+
+    policy = policy_for(SHALLOW, "camera+lidar", "discrete")
+    obs = random_obs(policy.observation_spec, batch=2)
+    with pytest.raises(KeyError, match="LIDAR"):
+        policy.act({"FRONT_FACING_CAMERA": obs["FRONT_FACING_CAMERA"]})
+    with pytest.raises(ValueError, match="expected shape"):
+        policy.act({**obs, "FRONT_FACING_CAMERA": obs["FRONT_FACING_CAMERA"][0]})
+
+
+def test_specs_from_model_metadata() -> None:
+    discrete = {
+        "action_space": [{"steering_angle": -30, "speed": 0.6, "index": 0}, {"steering_angle": 30, "speed": 0.6}],
+        "sensor": ["FRONT_FACING_CAMERA"],
+        "neural_network": "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW",
+        "version": "5",
+    }
+    assert ActionSpec.from_model_metadata(discrete) == ActionSpec("discrete", ((-30.0, 0.6), (30.0, 0.6)))
+    continuous = {
+        "action_space": {"speed": {"high": 2, "low": 1}, "steering_angle": {"high": 30, "low": -30}},
+        "action_space_type": " Continuous ",
+    }
+    assert ActionSpec.from_model_metadata(continuous) == ActionSpec("continuous", (), (-30, 30), (1, 2))
+    with pytest.raises(ValueError, match="no action space"):
+        ActionSpec.from_model_metadata({})
+    assert observation_spec_for(["STEREO_CAMERAS", "LIDAR"]) == {"STEREO_CAMERAS": (2, 120, 160), "LIDAR": (64,)}
+    assert observation_spec_for(["FRONT_FACING_CAMERA", "SECTOR_LIDAR"])["SECTOR_LIDAR"] == (8,)
+    lidar_config = {"num_sectors": 4, "num_values_per_sector": 2}
+    assert observation_spec_for(["DISCRETIZED_SECTOR_LIDAR"], lidar_config) == {"DISCRETIZED_SECTOR_LIDAR": (8,)}
+
+
+@pytest.mark.parametrize("net", NETWORKS)
+def test_a_car_s_output_does_not_depend_on_the_rest_of_the_batch(net: str) -> None:
+    policy = policy_for(net, "camera+lidar", "discrete")
+    obs = random_obs(policy.observation_spec, batch=4, seed=2)
+    batched = policy.act(obs, deterministic=True)
+    policy.train()  # no BatchNorm/dropout: train and eval mode give the same numbers
+    for i in range(4):
+        single = policy.act({k: v[i : i + 1] for k, v in obs.items()}, deterministic=True)
+        np.testing.assert_allclose(single.log_prob, batched.log_prob[i : i + 1], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(single.value, batched.value[i : i + 1], rtol=1e-4, atol=1e-5)
+    policy.eval()

@@ -1,0 +1,372 @@
+"""PPO math: GAE against a reference, batch-size rule, update direction, and a tiny learning check."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from shared.networks import SHALLOW, ActionSpec, PolicyNetwork
+from trainer.ppo import (
+    EpisodeData,
+    PPOSettings,
+    compute_gae,
+    make_optimizer,
+    minibatch_size,
+    ppo_update,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Small models on a shared CPU: one intra-op thread is faster and does not fight other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SENSOR = "SECTOR_LIDAR"
+METRIC_KEYS = {
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+    "learning_rate",
+    "num_steps",
+    "num_episodes",
+    "grad_norm",
+}
+
+
+@dataclass(frozen=True)
+class Episode:
+    observations: dict[str, np.ndarray]
+    actions: np.ndarray
+    log_probs: np.ndarray
+    values: np.ndarray
+    rewards: np.ndarray
+    terminated: bool = True
+    bootstrap_value: float = 0.0
+
+
+def _is_episode_data(ep: EpisodeData) -> EpisodeData:  # mypy checks that Episode fits the protocol
+    return ep
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GAE
+# ---------------------------------------------------------------------------------------------------------
+
+
+def reference_gae(
+    rewards: list[float], values: list[float], terminated: bool, bootstrap: float, gamma: float, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Straight from the definition: A_t = sum_k (gamma*lam)^k delta_{t+k}."""
+    n = len(rewards)
+    next_values = values[1:] + [0.0 if terminated else bootstrap]
+    deltas = [rewards[t] + gamma * next_values[t] - values[t] for t in range(n)]
+    advantages = [sum((gamma * lam) ** k * deltas[t + k] for k in range(n - t)) for t in range(n)]
+    returns = [a + v for a, v in zip(advantages, values, strict=True)]
+    return np.array(advantages), np.array(returns)
+
+
+@pytest.mark.parametrize(("terminated", "bootstrap"), [(True, 0.0), (True, 123.0), (False, 2.5), (False, -1.0)])
+@pytest.mark.parametrize(("gamma", "lam"), [(0.999, 0.95), (0.9, 0.0), (0.99, 1.0)])
+def test_gae_matches_reference(terminated: bool, bootstrap: float, gamma: float, lam: float) -> None:
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=17).tolist()
+    values = rng.normal(size=17).tolist()
+    advantages, returns = compute_gae(
+        np.array(rewards, np.float32), np.array(values, np.float32), terminated, bootstrap, gamma, lam
+    )
+    ref_adv, ref_ret = reference_gae(rewards, values, terminated, bootstrap, gamma, lam)
+    assert advantages.dtype == returns.dtype == np.float32 and advantages.shape == (17,)
+    np.testing.assert_allclose(advantages, ref_adv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(returns, ref_ret, rtol=1e-5, atol=1e-5)
+
+
+def test_gae_special_cases() -> None:
+    rewards, values = np.array([1.0, 2.0, 3.0], np.float32), np.array([0.5, 0.5, 0.5], np.float32)
+    # lambda = 1: returns are the discounted Monte-Carlo return (+ discounted bootstrap when truncated)
+    _, ret = compute_gae(rewards, values, terminated=True, bootstrap_value=99.0, discount=0.5, gae_lambda=1.0)
+    np.testing.assert_allclose(ret, [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3])
+    _, ret = compute_gae(rewards, values, terminated=False, bootstrap_value=8.0, discount=0.5, gae_lambda=1.0)
+    np.testing.assert_allclose(ret, [1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 8, 2 + 0.5 * 3 + 0.25 * 8, 3 + 0.5 * 8])
+    # lambda = 0: one-step TD errors
+    adv, _ = compute_gae(rewards, values, terminated=False, bootstrap_value=8.0, discount=0.5, gae_lambda=0.0)
+    np.testing.assert_allclose(adv, [1 + 0.25 - 0.5, 2 + 0.25 - 0.5, 3 + 4.0 - 0.5])
+    with pytest.raises(ValueError):
+        compute_gae(rewards, values[:2], True, 0.0, 0.9, 0.9)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Settings and batch size
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "batch", "expected"),
+    [(2000, 64, 64), (64, 64, 64), (63, 64, 32), (40, 64, 32), (1, 64, 1), (100, 512, 64), (300, 256, 256)],
+)
+def test_minibatch_size_uses_largest_power_of_two_below_steps(steps: int, batch: int, expected: int) -> None:
+    assert minibatch_size(steps, batch) == expected
+
+
+def test_settings_from_deepracer_hyperparameters() -> None:
+    drfc_defaults = {
+        "batch_size": 64,
+        "beta_entropy": 0.01,
+        "discount_factor": 0.99,
+        "e_greedy_value": 0.05,
+        "epsilon_steps": 10000,
+        "exploration_type": "categorical",
+        "loss_type": "huber",
+        "lr": 0.0003,
+        "num_episodes_between_training": 20,
+        "num_epochs": 5,
+        "stack_size": 1,
+        "term_cond_avg_score": 350.0,
+        "term_cond_max_episodes": 1000,
+    }
+    settings = PPOSettings.from_hyperparameters(drfc_defaults)
+    assert settings == PPOSettings(discount=0.99, num_epochs=5, value_loss="huber")
+    assert (settings.clip_epsilon, settings.gae_lambda) == (0.2, 0.95)  # fixed in DeepRacer
+    strings = {"lr": "0.001", "batch_size": "128", "loss_type": " Mean Squared Error "}
+    assert PPOSettings.from_hyperparameters(strings) == PPOSettings(
+        learning_rate=0.001, batch_size=128, value_loss="mse"
+    )
+    # missing keys take the simapp's code defaults (mean squared error when loss_type is absent)
+    assert PPOSettings.from_hyperparameters({}) == PPOSettings(value_loss="mse")
+    with pytest.raises(ValueError, match="loss_type"):
+        PPOSettings.from_hyperparameters({"loss_type": "l1"})
+    with pytest.raises(ValueError, match="learning_rate.*discount.*batch_size"):
+        PPOSettings(learning_rate=0.0, discount=1.5, batch_size=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Update direction on a fixed batch
+# ---------------------------------------------------------------------------------------------------------
+
+
+def lidar_policy(action_spec: ActionSpec, seed: int = 0, size: int = 8) -> PolicyNetwork:
+    torch.manual_seed(seed)
+    return PolicyNetwork({SENSOR: (size,)}, SHALLOW, action_spec)
+
+
+THREE = ActionSpec("discrete", ((-30.0, 1.0), (0.0, 1.0), (30.0, 1.0)))
+CONT = ActionSpec("continuous", steering_range=(-30.0, 30.0), speed_range=(0.5, 1.0))
+
+
+def one_step_episodes(policy: PolicyNetwork, obs: np.ndarray, reward_fn: Any) -> list[Episode]:
+    """Act once per observation; every episode is one terminated step."""
+    result = policy.act({SENSOR: obs})
+    rewards = reward_fn(result.action, obs)
+    return [
+        Episode(
+            {SENSOR: obs[i : i + 1]},
+            result.action[i : i + 1],
+            result.log_prob[i : i + 1],
+            result.value[i : i + 1],
+            np.asarray(rewards[i : i + 1], np.float32),
+        )
+        for i in range(len(obs))
+    ]
+
+
+def surrogate(policy: PolicyNetwork, episodes: list[Episode], advantages: np.ndarray) -> float:
+    obs = {SENSOR: torch.from_numpy(np.concatenate([e.observations[SENSOR] for e in episodes]))}
+    actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
+    old = torch.from_numpy(np.concatenate([e.log_probs for e in episodes]))
+    with torch.no_grad():
+        new, _, _ = policy.evaluate(obs, actions)
+        ratio = (new - old).exp()
+        adv = torch.from_numpy(advantages)
+        return float(-torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean())
+
+
+def test_update_moves_discrete_policy_toward_the_advantaged_action() -> None:
+    policy = lidar_policy(THREE)
+    obs = np.random.default_rng(0).uniform(0, 1, (128, 8)).astype(np.float32)
+    torch.manual_seed(1)
+    episodes = one_step_episodes(policy, obs, lambda actions, _: (actions == 2).astype(np.float32))
+    advantages = np.concatenate([e.rewards - e.values for e in episodes])
+    advantages = (advantages - advantages.mean()) / advantages.std()
+    probs_before = policy({SENSOR: torch.from_numpy(obs)})[0].probs[:, 2].mean().item()
+    surrogate_before = surrogate(policy, episodes, advantages)
+
+    settings = PPOSettings(num_epochs=4, batch_size=32, learning_rate=1e-3)
+    metrics = ppo_update(policy, make_optimizer(policy, settings), episodes, settings, CPU)
+
+    probs_after = policy({SENSOR: torch.from_numpy(obs)})[0].probs[:, 2].mean().item()
+    assert probs_after > probs_before + 0.1
+    assert surrogate(policy, episodes, advantages) < surrogate_before - 0.05
+    assert metrics.keys() >= METRIC_KEYS and all(math.isfinite(v) for v in metrics.values())
+    assert metrics["num_steps"] == 128 and metrics["num_episodes"] == 128 and metrics["approx_kl"] > 0
+
+
+def test_update_moves_continuous_policy_toward_the_advantaged_action() -> None:
+    policy = lidar_policy(CONT)
+    obs = np.random.default_rng(0).uniform(0, 1, (128, 8)).astype(np.float32)
+    torch.manual_seed(1)
+    target = 0.6  # normalised steering that pays best
+
+    def reward(actions: np.ndarray, _: np.ndarray) -> np.ndarray:
+        return -np.abs(np.clip(actions[:, 0], -1, 1) - target)
+
+    mean_before = policy({SENSOR: torch.from_numpy(obs)})[0].mean[:, 0].mean().item()
+    episodes = one_step_episodes(policy, obs, reward)
+    settings = PPOSettings(num_epochs=5, batch_size=32, learning_rate=1e-3)
+    optimizer = make_optimizer(policy, settings)
+    metrics = ppo_update(policy, optimizer, episodes, settings, CPU)
+    mean_after = policy({SENSOR: torch.from_numpy(obs)})[0].mean[:, 0].mean().item()
+    assert abs(mean_after - target) < abs(mean_before - target) - 0.05
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learning on a toy environment
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ToyTrackEnv:
+    """A short-horizon toy: the 'lidar' shows which of 3 actions pays 1 this step (others pay 0).
+
+    Episodes last ``horizon`` steps; the last step is time-up (truncated, bootstrapped), so both GAE
+    paths are used. A random policy earns 1/3 per step.
+    """
+
+    def __init__(self, num_envs: int, horizon: int, seed: int) -> None:
+        self.num_envs, self.horizon = num_envs, horizon
+        self.rng = np.random.default_rng(seed)
+
+    def observe(self, target: np.ndarray) -> np.ndarray:
+        obs = np.zeros((len(target), 8), np.float32)
+        obs[np.arange(len(target)), target] = 1.0
+        return obs
+
+    def rollout(self, policy: PolicyNetwork) -> tuple[list[Episode], float]:
+        targets = self.rng.integers(0, 3, (self.horizon + 1, self.num_envs))
+        steps = []
+        for t in range(self.horizon):
+            obs = self.observe(targets[t])
+            result = policy.act({SENSOR: obs})
+            steps.append((obs, result, (result.action == targets[t]).astype(np.float32)))
+        bootstrap = policy.value({SENSOR: self.observe(targets[self.horizon])})
+        episodes = [
+            Episode(
+                {SENSOR: np.stack([s[0][i] for s in steps])},
+                np.array([s[1].action[i] for s in steps]),
+                np.array([s[1].log_prob[i] for s in steps]),
+                np.array([s[1].value[i] for s in steps]),
+                np.array([s[2][i] for s in steps]),
+                terminated=False,
+                bootstrap_value=float(bootstrap[i]),
+            )
+            for i in range(self.num_envs)
+        ]
+        return episodes, float(np.mean([s[2] for s in steps]))
+
+
+def test_ppo_learns_the_toy_environment() -> None:
+    torch.manual_seed(0)
+    policy = lidar_policy(THREE)
+    env = ToyTrackEnv(num_envs=16, horizon=8, seed=0)
+    settings = PPOSettings(discount=0.9, num_epochs=4, batch_size=32, learning_rate=1e-3)
+    optimizer = make_optimizer(policy, settings)
+    mean_rewards = []
+    for _ in range(8):
+        episodes, mean_reward = env.rollout(policy)
+        mean_rewards.append(mean_reward)
+        metrics = ppo_update(policy, optimizer, episodes, settings, CPU)
+        assert all(math.isfinite(v) for v in metrics.values())
+    final = np.mean([env.rollout(policy)[1] for _ in range(2)])
+    assert mean_rewards[0] < 0.5 and final > 0.85, (mean_rewards, final)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plumbing of ppo_update
+# ---------------------------------------------------------------------------------------------------------
+
+
+def record(seen: list[int], epoch: int, metrics: dict[str, float]) -> None:
+    assert all(math.isfinite(v) for v in metrics.values())
+    seen.append(epoch)
+
+
+def test_small_batches_use_the_reduced_minibatch_and_updates_are_deterministic() -> None:
+    obs = np.random.default_rng(3).uniform(0, 1, (40, 8)).astype(np.float32)
+    settings = PPOSettings(num_epochs=3, batch_size=64)
+    weights = []
+    for _ in range(2):
+        policy = lidar_policy(THREE, seed=7)
+        torch.manual_seed(11)
+        episodes = one_step_episodes(policy, obs, lambda a, _: (a == 0).astype(np.float32))
+        optimizer = make_optimizer(policy, settings)
+        epochs: list[int] = []
+        metrics = ppo_update(policy, optimizer, episodes, settings, CPU, on_epoch=functools.partial(record, epochs))
+        assert metrics["minibatch_size"] == 32 and epochs == [0, 1, 2]
+        # 40 steps -> one full minibatch of 32 per epoch -> 3 optimizer steps
+        assert int(optimizer.state[policy.value_head.weight]["step"]) == 3
+        weights.append(torch.cat([p.detach().flatten() for p in policy.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_multi_step_episodes_and_metrics() -> None:
+    policy = lidar_policy(CONT)
+    rng = np.random.default_rng(0)
+    episodes = []
+    for length, terminated in [(30, True), (50, False), (5, True)]:
+        obs = rng.uniform(0, 1, (length, 8)).astype(np.float32)
+        result = policy.act({SENSOR: obs})
+        episodes.append(
+            Episode(
+                {SENSOR: obs},
+                result.action,
+                result.log_prob,
+                result.value,
+                rng.normal(size=length).astype(np.float32),
+                terminated,
+                bootstrap_value=0.3,
+            )
+        )
+    settings = PPOSettings(num_epochs=2, value_loss="mse")
+    metrics = ppo_update(policy, make_optimizer(policy, settings), episodes, settings, CPU)
+    assert metrics.keys() >= METRIC_KEYS and all(math.isfinite(v) for v in metrics.values())
+    assert metrics["num_steps"] == 85 and metrics["num_episodes"] == 3 and metrics["learning_rate"] == 3e-4
+
+
+def test_bad_episodes_are_rejected() -> None:
+    policy = lidar_policy(THREE)
+    settings = PPOSettings()
+    optimizer = make_optimizer(policy, settings)
+    obs = np.zeros((3, 8), np.float32)
+    good: dict[str, Any] = dict(
+        observations={SENSOR: obs},
+        actions=np.zeros(3, np.int64),
+        log_probs=np.zeros(3, np.float32),
+        values=np.zeros(3, np.float32),
+        rewards=np.ones(3, np.float32),
+    )
+    with pytest.raises(ValueError, match="at least one episode"):
+        ppo_update(policy, optimizer, [], settings, CPU)
+    bad_cases: dict[str, dict[str, Any]] = {
+        "rewards has 3": {"values": np.zeros(2, np.float32)},
+        "lack": {"observations": {"LIDAR": obs}},
+        "NaN": {"rewards": np.array([1.0, np.nan, 1.0], np.float32)},
+        "actions shape": {"actions": np.zeros((3, 2), np.float32)},
+    }
+    for message, change in bad_cases.items():
+        with pytest.raises(ValueError, match=message):
+            ppo_update(policy, optimizer, [Episode(**(good | change))], settings, CPU)
+    _is_episode_data(Episode(**good))

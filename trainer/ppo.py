@@ -1,0 +1,309 @@
+"""Clipped PPO, the way DeepRacer trains: GAE per episode, then epochs of shuffled minibatches.
+
+Readable top to bottom in the spirit of CleanRL's ``ppo.py``; the Redis/S3 plumbing lives elsewhere.
+What comes in is a list of finished episodes (or truncated chunks) produced by the workers with the
+behaviour policy; what goes out is an updated policy and a dict of metrics.
+
+DeepRacer facts this follows (simapp ``sagemaker_graph_manager.py``, rl_coach ClippedPPO):
+clip epsilon 0.2, GAE lambda 0.95, Adam with eps 1e-5, advantages normalised over the whole batch,
+the minibatch size cut to the largest power of two <= the number of steps when there are fewer steps
+than ``batch_size``, and only full minibatches per epoch (the remainder changes with every shuffle).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.networks import PolicyNetwork
+
+
+class EpisodeData(Protocol):
+    """What one received experience message exposes (one finished episode, or a chunk of one)."""
+
+    @property
+    def observations(self) -> Mapping[str, np.ndarray]:
+        """(T, ...) per sensor."""
+
+    @property
+    def actions(self) -> np.ndarray:
+        """(T,) int64 action indices, or (T, 2) float32 normalised-space samples as returned by act()."""
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        """(T,) float32 behaviour-policy log-probabilities of ``actions``."""
+
+    @property
+    def values(self) -> np.ndarray:
+        """(T,) float32 behaviour-policy state values."""
+
+    @property
+    def rewards(self) -> np.ndarray:
+        """(T,) float32 rewards."""
+
+    @property
+    def terminated(self) -> bool:
+        """True when the episode really ended (off track, lap complete, ...): nothing to bootstrap."""
+
+    @property
+    def bootstrap_value(self) -> float:
+        """Value of the state after the last step, used when not ``terminated`` (time up / chunk end)."""
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    """PPO hyperparameters. Defaults = DeepRacer's code defaults plus its fixed PPO settings."""
+
+    learning_rate: float = 3e-4
+    discount: float = 0.999
+    gae_lambda: float = 0.95
+    clip_epsilon: float = 0.2
+    num_epochs: int = 10
+    batch_size: int = 64
+    entropy_coef: float = 0.01
+    value_loss: Literal["huber", "mse"] = "huber"
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_advantages: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.discount <= 1.0:
+            problems.append(f"discount must be in [0, 1], got {self.discount}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            problems.append(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if not self.clip_epsilon > 0:
+            problems.append(f"clip_epsilon must be > 0, got {self.clip_epsilon}")
+        if self.num_epochs < 1:
+            problems.append(f"num_epochs must be >= 1, got {self.num_epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.entropy_coef >= 0:
+            problems.append(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if self.value_loss not in ("huber", "mse"):
+            problems.append(f"value_loss must be 'huber' or 'mse', got {self.value_loss!r}")
+        if not self.value_coef >= 0:
+            problems.append(f"value_coef must be >= 0, got {self.value_coef}")
+        if not self.max_grad_norm > 0:
+            problems.append(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if problems:
+            raise ValueError("invalid PPO settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_hyperparameters(cls, hp: Mapping[str, Any]) -> PPOSettings:
+        """From DeepRacer's ``hyperparameters.json`` keys; unrelated keys are ignored.
+
+        A missing key takes the simapp's default (``get_updated_hyper_parameters``), which for
+        ``loss_type`` is "mean squared error", not the "huber" of DRfC's template file.
+        """
+        loss_type = str(hp.get("loss_type", "mean squared error")).strip().lower()
+        losses: dict[str, Literal["huber", "mse"]] = {"huber": "huber", "mean squared error": "mse"}
+        if loss_type not in losses:
+            raise ValueError(f"loss_type must be 'huber' or 'mean squared error', got {hp['loss_type']!r}")
+        return cls(
+            learning_rate=float(hp.get("lr", 0.0003)),
+            discount=float(hp.get("discount_factor", 0.999)),
+            num_epochs=int(hp.get("num_epochs", 10)),
+            batch_size=int(hp.get("batch_size", 64)),
+            entropy_coef=float(hp.get("beta_entropy", 0.01)),
+            value_loss=losses[loss_type],
+        )
+
+
+def compute_gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    terminated: bool,
+    bootstrap_value: float,
+    discount: float,
+    gae_lambda: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation for one episode. Returns (advantages, returns), float32 (T,)."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    if rewards.shape != values.shape or rewards.ndim != 1:
+        raise ValueError(f"rewards {rewards.shape} and values {values.shape} must both be (T,)")
+    advantages = np.zeros_like(rewards)
+    # bootstrap value if not done: the step after the last one is a real state only when truncated
+    next_value = 0.0 if terminated else float(bootstrap_value)
+    last_gae_lam = 0.0
+    for t in reversed(range(len(rewards))):
+        delta = rewards[t] + discount * next_value - values[t]
+        advantages[t] = last_gae_lam = delta + discount * gae_lambda * last_gae_lam
+        next_value = values[t]
+    returns = advantages + values
+    return advantages.astype(np.float32), returns.astype(np.float32)
+
+
+def minibatch_size(num_steps: int, batch_size: int) -> int:
+    """DeepRacer's rule: with fewer steps than ``batch_size``, use the largest power of 2 <= steps."""
+    if num_steps < 1:
+        raise ValueError("no steps to train on")
+    if num_steps >= batch_size:
+        return batch_size
+    return 1 << (num_steps.bit_length() - 1)
+
+
+def make_optimizer(policy: torch.nn.Module, settings: PPOSettings) -> torch.optim.Optimizer:
+    """Adam with eps 1e-5 and beta2 0.999, as DeepRacer configures it.
+
+    Create it after moving the policy to its device: the fused kernel (one pass per tensor, ~4x
+    faster than the default per-op loop on CPU) is used when every parameter is on CPU or CUDA.
+    """
+    params = list(policy.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=settings.learning_rate, betas=(0.9, 0.999), eps=1e-5, fused=fused)
+
+
+def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    """1 - Var[y_true - y_pred] / Var[y_true]; 0.0 for constant y_true (not NaN: keeps metrics JSON-safe)."""
+    var_y = float(np.var(y_true))
+    return 0.0 if var_y == 0 else 1.0 - float(np.var(y_true - y_pred)) / var_y
+
+
+def _sensors(policy: PolicyNetwork) -> list[str]:
+    return [s for s in (policy.camera_sensor, policy.lidar_sensor) if s is not None]
+
+
+def _flat(arrays: Sequence[np.ndarray], dtype: Any, device: torch.device) -> torch.Tensor:
+    """Concatenate per-episode arrays along time into one tensor on ``device``."""
+    array = np.concatenate([np.asarray(a, dtype) for a in arrays])
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
+def _check_episode(i: int, ep: EpisodeData, policy: PolicyNetwork) -> int:
+    steps = len(ep.rewards)
+    if steps == 0:
+        raise ValueError(f"episode {i} has no steps")
+    missing = [s for s in _sensors(policy) if s not in ep.observations]
+    if missing:
+        raise ValueError(f"episode {i}: observations lack {missing} (has {sorted(ep.observations)})")
+    arrays = {"actions": ep.actions, "log_probs": ep.log_probs, "values": ep.values, "rewards": ep.rewards}
+    arrays |= {f"observations[{k!r}]": v for k, v in ep.observations.items()}
+    for name, array in arrays.items():
+        if len(array) != steps:
+            raise ValueError(f"episode {i}: {name} has {len(array)} steps, rewards has {steps}")
+    for name in ("log_probs", "values", "rewards"):
+        if not np.isfinite(arrays[name]).all():
+            raise ValueError(f"episode {i}: {name} contains NaN or inf")
+    if not ep.terminated and not math.isfinite(ep.bootstrap_value):
+        raise ValueError(f"episode {i}: bootstrap_value is {ep.bootstrap_value}")
+    expected_shape = (steps,) if policy.action_spec.kind == "discrete" else (steps, 2)
+    if np.shape(ep.actions) != expected_shape:
+        raise ValueError(f"episode {i}: actions shape {np.shape(ep.actions)}, expected {expected_shape}")
+    return steps
+
+
+def ppo_update(
+    policy: PolicyNetwork,
+    optimizer: torch.optim.Optimizer,
+    episodes: Sequence[EpisodeData],
+    settings: PPOSettings,
+    device: torch.device,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, float]:
+    """One PPO iteration on a batch of episodes. ``policy`` must already live on ``device``.
+
+    ``on_epoch(epoch, metrics)``, if given, is called after every epoch with that epoch's means
+    (for DeepRacer's per-epoch "Policy training>" log line). Returns means over all minibatches.
+    """
+    if not episodes:
+        raise ValueError("ppo_update needs at least one episode")
+    num_steps = sum(_check_episode(i, ep, policy) for i, ep in enumerate(episodes))
+
+    # ALGO LOGIC: advantages and returns, per episode (GAE)
+    advantages, returns = [], []
+    for ep in episodes:
+        adv, ret = compute_gae(
+            ep.rewards, ep.values, ep.terminated, ep.bootstrap_value, settings.discount, settings.gae_lambda
+        )
+        advantages.append(adv)
+        returns.append(ret)
+
+    # flatten the batch (and move it to the device once; camera frames stay uint8)
+    b_obs = {k: _flat([ep.observations[k] for ep in episodes], None, device) for k in _sensors(policy)}
+    action_dtype = np.int64 if policy.action_spec.kind == "discrete" else np.float32
+    b_actions = _flat([ep.actions for ep in episodes], action_dtype, device)
+    b_logprobs = _flat([ep.log_probs for ep in episodes], np.float32, device)
+    b_values_np = np.concatenate([np.asarray(ep.values, np.float32) for ep in episodes])
+    b_returns_np = np.concatenate(returns)
+    b_advantages_np = np.concatenate(advantages)
+    if settings.normalize_advantages:  # over the whole batch, as rl_coach's ClippedPPO
+        b_advantages_np = (b_advantages_np - b_advantages_np.mean()) / (b_advantages_np.std() + 1e-8)
+    b_advantages = _flat([b_advantages_np], np.float32, device)
+    b_returns = _flat([b_returns_np], np.float32, device)
+
+    # Optimizing the policy and value network
+    mb_size = minibatch_size(num_steps, settings.batch_size)
+    num_minibatches = num_steps // mb_size  # full minibatches only; the shuffle decides who sits out
+    value_loss_fn = F.huber_loss if settings.value_loss == "huber" else F.mse_loss
+    params = [p for p in policy.parameters() if p.requires_grad]
+    totals: dict[str, float] = {}
+    for epoch in range(settings.num_epochs):
+        b_inds = torch.randperm(num_steps).to(device)
+        epoch_sums = dict.fromkeys(_LOSS_KEYS, 0.0)
+        for start in range(0, num_minibatches * mb_size, mb_size):
+            mb_inds = b_inds[start : start + mb_size]
+            mb_obs = {k: v[mb_inds] for k, v in b_obs.items()}
+            newlogprob, entropy, newvalue = policy.evaluate(mb_obs, b_actions[mb_inds])
+            logratio = newlogprob - b_logprobs[mb_inds]
+            ratio = logratio.exp()
+
+            with torch.no_grad():
+                # http://joschu.net/blog/kl-approx.html
+                approx_kl = ((ratio - 1) - logratio).mean()
+                clip_fraction = ((ratio - 1.0).abs() > settings.clip_epsilon).float().mean()
+
+            # Policy loss (clipped surrogate)
+            mb_advantages = b_advantages[mb_inds]
+            pg_loss1 = -mb_advantages * ratio
+            clipped_ratio = torch.clamp(ratio, 1 - settings.clip_epsilon, 1 + settings.clip_epsilon)
+            pg_loss2 = -mb_advantages * clipped_ratio
+            pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+            # Value loss
+            v_loss = value_loss_fn(newvalue, b_returns[mb_inds])
+
+            entropy_loss = entropy.mean()
+            loss = pg_loss - settings.entropy_coef * entropy_loss + settings.value_coef * v_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite PPO loss in epoch {epoch} (policy {pg_loss.item()}, value {v_loss.item()}, "
+                    f"entropy {entropy_loss.item()}); the optimizer step was skipped"
+                )
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+
+            for key, value in zip(
+                _LOSS_KEYS, (pg_loss, v_loss, entropy_loss, approx_kl, clip_fraction, grad_norm), strict=True
+            ):
+                epoch_sums[key] += float(value.item())
+
+        epoch_means = {k: v / num_minibatches for k, v in epoch_sums.items()}
+        for k, v in epoch_sums.items():
+            totals[k] = totals.get(k, 0.0) + v
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_means | {"learning_rate": optimizer.param_groups[0]["lr"]})
+
+    # metrics for logging
+    metrics = {k: v / (num_minibatches * settings.num_epochs) for k, v in totals.items()}
+    metrics["explained_variance"] = explained_variance(b_values_np, b_returns_np)
+    metrics["learning_rate"] = float(optimizer.param_groups[0]["lr"])
+    metrics["num_steps"] = float(num_steps)
+    metrics["num_episodes"] = float(len(episodes))
+    metrics["minibatch_size"] = float(mb_size)
+    return metrics
+
+
+_LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")

@@ -62,7 +62,10 @@ class CarEpisode:
     log_probs: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    rows: list[SimtraceRow] = field(default_factory=list)  # kept until the episode ends: no partial episodes
     start_sim_time: float = 0.0
+    number: int = 0  # the worker's 0-based episode counter, given when the episode starts
+    earlier_chunks_reward: float = 0.0  # async schedule: reward of chunks already shipped
 
     def add(self, obs: dict[str, np.ndarray], action: Any, log_prob: float, value: float) -> None:
         for name, arr in obs.items():
@@ -92,6 +95,7 @@ class SimulatorWorker:
         self.worker_index = -1
         self.policy_version = -1
         self.episodes_played = 0
+        self.episodes_started = 0
         self.steps_played = 0
         self.iteration = 0
         self.simtrace_rows: list[SimtraceRow] = []
@@ -265,7 +269,9 @@ class SimulatorWorker:
     def _start_episodes(self, cars: np.ndarray) -> None:
         self.active[cars] = True
         for car in cars:
-            self.episodes[car] = CarEpisode(start_sim_time=float(self.car_sim_time[car]))
+            self.episodes[car] = CarEpisode(start_sim_time=float(self.car_sim_time[car]),
+                                            number=self.episodes_started)
+            self.episodes_started += 1
 
     def _step_cars(self) -> StepResult:
         act = self.policy.act(self.obs)
@@ -287,7 +293,7 @@ class SimulatorWorker:
             action_label = (str(int(actions[car])) if self.discrete else
                             continuous_action_label(float(result.steering_angle[car]), float(result.speed[car])))
             row = SimtraceRow(
-                episode=self.episodes_played, steps=float(result.steps[car]), x=float(result.x[car]),
+                episode=self.episodes[car].number, steps=float(result.steps[car]), x=float(result.x[car]),
                 y=float(result.y[car]), yaw=float(result.heading[car]),
                 steer=float(result.steering_angle[car]), throttle=float(result.speed[car]),
                 action=action_label, reward=float(result.reward[car]), done=bool(result.done[car]),
@@ -296,7 +302,7 @@ class SimulatorWorker:
                 track_len=float(result.track_len[car]), tstamp=float(result.sim_time[car]),
                 episode_status=str(result.status[car]), wall_clock=wall,
             )
-            self.simtrace_rows.append(row)
+            self.episodes[car].rows.append(row)
             if self.config.sim_trace_log:
                 trace_log.info(row.log_line())
 
@@ -307,7 +313,7 @@ class SimulatorWorker:
         bootstrap = self.policy.value({n: a[finished] for n, a in result.obs.items()})
         for i, car in enumerate(finished):
             terminated = bool(result.terminated[car])
-            self._ship(car, terminated, 0.0 if terminated else float(bootstrap[i]),
+            self._ship(int(car), terminated, 0.0 if terminated else float(bootstrap[i]),
                        status=str(result.status[car]), progress=float(result.progress[car]))
             self.active[car] = False
         self.obs = self.env.reset(car_ids=finished)
@@ -318,9 +324,12 @@ class SimulatorWorker:
         values = self.policy.value({n: a[running] for n, a in self.obs.items()})
         for i, car in enumerate(running):
             if len(self.episodes[car]):
-                self._push(self._experience(car, terminated=False, bootstrap=float(values[i]),
+                self._push(self._experience(int(car), terminated=False, bootstrap=float(values[i]),
                                             status="in_progress", progress=0.0, final=False))
-                self.episodes[car] = CarEpisode(start_sim_time=self.episodes[car].start_sim_time)
+                previous = self.episodes[car]
+                self.episodes[car] = CarEpisode(
+                    rows=previous.rows, start_sim_time=previous.start_sim_time, number=previous.number,
+                    earlier_chunks_reward=previous.earlier_chunks_reward + sum(previous.rewards))
 
     def _ship(self, car: int, terminated: bool, bootstrap: float, status: str, progress: float) -> None:
         episode = self.episodes[car]
@@ -328,8 +337,9 @@ class SimulatorWorker:
         self._push(exp)
         start_ms = int(round(episode.start_sim_time * 1000))
         end_ms = int(round(float(self.car_sim_time[car]) * 1000))
-        self.metrics.add_episode(reward=exp.total_reward, start_ms=start_ms, end_ms=end_ms,
-                                 progress=progress, status=status)
+        self.simtrace_rows.extend(episode.rows)
+        self.metrics.add_episode(reward=episode.earlier_chunks_reward + exp.total_reward, start_ms=start_ms,
+                                 end_ms=end_ms, progress=progress, status=status)
         self.episodes_played += 1
 
     def _experience(self, car: int, terminated: bool, bootstrap: float, status: str, progress: float,
@@ -338,7 +348,7 @@ class SimulatorWorker:
         actions = np.asarray(episode.actions, dtype=np.int64 if self.discrete else np.float32)
         return Experience(
             run_id=self.config.run_id, worker_name=self.config.worker_name, worker_index=self.worker_index,
-            model_version=self.policy_version, episode=self.episodes_played,
+            model_version=self.policy_version, episode=episode.number,
             observations={name: np.stack(frames) for name, frames in episode.observations.items()},
             actions=actions,
             log_probs=np.asarray(episode.log_probs, dtype=np.float32),

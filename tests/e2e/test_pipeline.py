@@ -93,6 +93,24 @@ def assert_finished_run(store: ModelStore, worker_names: set[str] | None = None)
         assert len(versions) >= 2, f"{worker} acted with versions {versions} only"
 
 
+def assert_deepracer_utils_reads(filehandler, store: ModelStore) -> None:
+    """deepracer-utils (the community's analysis library) sees the episodes the trainer consumed."""
+    from deepracer.logs import DeepRacerLog
+
+    log = DeepRacerLog(filehandler=filehandler)
+    log.load_training_trace()
+    df = log.dataframe()
+    last_steps = df.sort_values("steps").groupby(["worker", "episode"]).last()
+    produced = {(int(r["worker_index"]), int(r["episode"])): r for r in episode_rows(store)}
+    assert len(last_steps) == len(produced) == ITERATIONS * EPISODES_PER_ITERATION
+    for (worker, episode), row in last_steps.iterrows():
+        expected = produced[(int(worker), int(episode))]
+        assert row["episode_status"] == expected["status"]
+        assert abs(row["progress"] - float(expected["progress"])) < 1e-3
+    assert log.hyperparameters()["num_episodes_between_training"] == EPISODES_PER_ITERATION
+    assert [a["steering_angle"] for a in log.action_space()] == [-20, 0, 20]
+
+
 def test_trainer_and_two_workers_over_redis_and_s3(
     redis_url: str, s3_endpoint: str, s3_store_url: str, run_id: str, tmp_path: Path
 ):
@@ -127,6 +145,11 @@ def test_trainer_and_two_workers_over_redis_and_s3(
     objects = store.objects.client.list_objects_v2(Bucket=store.objects.bucket, Prefix=store.objects.prefix)
     stamps = {o["Key"].split("/", 1)[1]: o["LastModified"] for o in objects["Contents"]}
     assert all(stamps["model/latest.json"] >= stamps[k] for k in stamps if k.startswith(f"model/{ITERATIONS}/"))
+
+    from deepracer.logs import S3FileHandler
+
+    handler = S3FileHandler(bucket=store.objects.bucket, prefix=store.objects.prefix, s3_endpoint_url=s3_endpoint)
+    assert_deepracer_utils_reads(handler, store)
 
 
 def test_hotlap_train_on_the_local_folder_store(tmp_path: Path):
@@ -166,3 +189,7 @@ def test_hotlap_train_on_the_local_folder_store(tmp_path: Path):
     assert any(f.endswith("training-simtrace/0-iteration.csv") for f in files), files
     assert "metrics/TrainingMetrics.json" in files and "metrics/TrainingMetrics_1.json" in files
     assert "ip/hyperparameters.json" in files and "model/deepracer_checkpoints.json" in files
+
+    from deepracer.logs import FSFileHandler
+
+    assert_deepracer_utils_reads(FSFileHandler(model_folder=str(tmp_path / "runs" / "local-e2e")), store)

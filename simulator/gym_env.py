@@ -1,0 +1,211 @@
+"""Thin gymnasium wrappers around :class:`simulator.env.VectorRacingEnv`.
+
+- :class:`HotlapRacingEnv`: one car, a ``gymnasium.Env`` (passes ``check_env``).
+- :class:`HotlapVectorEnv`: K cars, a ``gymnasium.vector.VectorEnv`` with next-step autoreset.
+
+Observations are a ``Dict`` space with one entry per DeepRacer sensor name. Actions are
+either discrete (an index into a list of ``(steering_deg, speed)`` pairs, like a DeepRacer
+discrete action space) or continuous ``[steering_deg, speed]`` within low/high bounds.
+As in DeepRacer, the first step of every episode is the ``prepare`` step: the car does
+not move and the reward is 0. ``reset(seed=s)`` restarts the env's random stream, its
+round-robin start positions and its clock, so a seeded episode is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from simulator.env import EnvSettings, StepResult, VectorRacingEnv
+from simulator.sensors import CAMERA_SENSORS, LIDAR, LIDAR_FILTER_MAX, LIDAR_FILTER_MIN
+from simulator.track import Track, load_track
+
+DEFAULT_TRACK = "reInvent2019_track"
+
+
+def follow_center_line(params: dict[str, Any]) -> float:
+    """DeepRacer's "follow the centre line" example reward (our own rendition)."""
+    half_width = 0.5 * params["track_width"]
+    distance = params["distance_from_center"]
+    if distance <= 0.2 * half_width:
+        return 1.0
+    if distance <= 0.5 * half_width:
+        return 0.5
+    if distance <= half_width:
+        return 0.1
+    return 1e-3
+
+
+def observation_space_for(env: VectorRacingEnv) -> spaces.Dict:
+    """One car's observation space: a Box per sensor."""
+    boxes: dict[str, spaces.Space[Any]] = {}
+    for name, (shape, dtype) in env.observation_spec.items():
+        if name in CAMERA_SENSORS:
+            boxes[name] = spaces.Box(0, 255, shape=shape, dtype=np.uint8)
+        elif name == LIDAR:
+            boxes[name] = spaces.Box(LIDAR_FILTER_MIN, LIDAR_FILTER_MAX, shape=shape, dtype=np.float32)
+        else:
+            boxes[name] = spaces.Box(0.0, 1.0, shape=shape, dtype=dtype.type)
+    return spaces.Dict(boxes)
+
+
+class _ActionCodec:
+    """Maps gymnasium actions to (steering_deg, speed) arrays."""
+
+    def __init__(
+        self,
+        actions: Sequence[tuple[float, float]] | None,
+        low: tuple[float, float],
+        high: tuple[float, float],
+    ) -> None:
+        if actions is not None:
+            table = np.asarray(actions, dtype=np.float64).reshape(-1, 2)
+            if len(table) == 0:
+                raise ValueError("a discrete action space needs at least one (steering, speed) action")
+            self.table: np.ndarray | None = table
+            self.space: spaces.Space[Any] = spaces.Discrete(len(table))
+        else:
+            self.table = None
+            self.space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32), dtype=np.float32)
+
+    def decode(self, action: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.table is not None:
+            index = np.asarray(action, dtype=np.int64).reshape(count)
+            if (index < 0).any() or (index >= len(self.table)).any():
+                raise ValueError(f"action index out of range [0, {len(self.table)}): {index.tolist()}")
+            chosen = self.table[index]
+        else:
+            chosen = np.asarray(action, dtype=np.float64).reshape(count, 2)
+        return chosen[:, 0], chosen[:, 1]
+
+
+def _make_env(
+    track: Track | str,
+    num_cars: int,
+    reward_function: Callable[[dict[str, Any]], float] | None,
+    settings: EnvSettings | None,
+    seed: int,
+) -> VectorRacingEnv:
+    track = load_track(track) if isinstance(track, str) else track
+    return VectorRacingEnv(track, num_cars, settings or EnvSettings(), reward_function or follow_center_line, seed)
+
+
+def _info(result: StepResult, car: int | slice) -> dict[str, Any]:
+    fields = ("status", "episode", "steps", "x", "y", "heading", "progress", "closest_waypoint", "sim_time")
+    info = {name: getattr(result, name)[car] for name in fields}
+    info["all_wheels_on_track"] = result.all_wheels_on_track[car]
+    if isinstance(car, int):
+        info = {key: value.item() for key, value in info.items()}
+    return info
+
+
+class HotlapRacingEnv(gymnasium.Env[dict[str, np.ndarray], Any]):
+    """A single DeepRacer car as a gymnasium environment."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+
+    def __init__(
+        self,
+        track: Track | str = DEFAULT_TRACK,
+        reward_function: Callable[[dict[str, Any]], float] | None = None,
+        actions: Sequence[tuple[float, float]] | None = None,
+        action_low: tuple[float, float] = (-30.0, 0.1),
+        action_high: tuple[float, float] = (30.0, 4.0),
+        settings: EnvSettings | None = None,
+        render_mode: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"unsupported render_mode {render_mode!r}")
+        self.render_mode = render_mode
+        self.racing = _make_env(track, 1, reward_function, settings, seed)
+        self._codec = _ActionCodec(actions, action_low, action_high)
+        self.action_space = self._codec.space
+        self.observation_space = observation_space_for(self.racing)  # type: ignore[assignment]
+        self._obs: dict[str, np.ndarray] = {}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self.racing.reseed(seed)
+        observations = self.racing.reset()
+        self._obs = {name: rows[0] for name, rows in observations.items()}
+        return self._obs, {"status": "prepare"}
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        steering, speed = self._codec.decode(action, 1)
+        result = self.racing.step(steering, speed)
+        self._obs = {name: rows[0] for name, rows in result.obs.items()}
+        return (
+            self._obs,
+            float(result.reward[0]),
+            bool(result.terminated[0]),
+            bool(result.truncated[0]),
+            _info(result, 0),
+        )
+
+    def render(self) -> np.ndarray | None:
+        """The camera image as (H, W, 3) uint8 (first lens), or None without a camera."""
+        name = self.racing.sensors.camera_name
+        if self.render_mode != "rgb_array" or name is None or name not in self._obs:
+            return None
+        image = self._obs[name]
+        image = image[0] if image.ndim == 3 else image
+        return np.repeat(image[:, :, None], 3, axis=2)
+
+
+class HotlapVectorEnv(VectorEnv[dict[str, np.ndarray], Any, np.ndarray]):
+    """K DeepRacer cars stepped together, with gymnasium's next-step autoreset."""
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int,
+        track: Track | str = DEFAULT_TRACK,
+        reward_function: Callable[[dict[str, Any]], float] | None = None,
+        actions: Sequence[tuple[float, float]] | None = None,
+        action_low: tuple[float, float] = (-30.0, 0.1),
+        action_high: tuple[float, float] = (30.0, 4.0),
+        settings: EnvSettings | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.racing = _make_env(track, num_envs, reward_function, settings, seed)
+        self.num_envs = num_envs
+        self._codec = _ActionCodec(actions, action_low, action_high)
+        self.single_action_space = self._codec.space
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.single_observation_space = observation_space_for(self.racing)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self._needs_reset = np.zeros(num_envs, dtype=bool)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if seed is not None:
+            self.racing.reseed(seed)
+            self.single_action_space.seed(seed)
+        self._needs_reset[:] = False
+        return self.racing.reset(), {}
+
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        steering, speed = self._codec.decode(actions, self.num_envs)
+        restarting = self._needs_reset.copy()
+        if restarting.any():
+            self.racing.reset(np.flatnonzero(restarting))
+        result = self.racing.step(steering, speed, active=~restarting)
+        terminated = result.terminated & ~restarting
+        truncated = result.truncated & ~restarting
+        rewards = np.where(restarting, np.float32(0.0), result.reward).astype(np.float32)
+        self._needs_reset = terminated | truncated
+        return result.obs, rewards, terminated, truncated, _info(result, slice(None))

@@ -1,0 +1,171 @@
+"""Loading and calling a DeepRacer ``reward_function.py``.
+
+DeepRacer (simapp ``rollout_agent_ctrl.py``) calls ``float(reward_function(deepcopy(params)))``
+and fails the job on an exception, NaN/inf, or a value outside [-1e5, 1e5]. We do the same,
+with one :class:`RewardFunctionError` per failure whose message says what went wrong, where
+in the user's file, and (for failures while running) with which params.
+
+Returned values: ``float``, ``int`` and numpy numbers are accepted and converted to float.
+``bool`` is rejected (DeepRacer's validator demands a float; returning e.g.
+``params['all_wheels_on_track']`` is almost always a bug), as are strings, None, etc.
+
+Time limit: the call is timed with ``time.perf_counter`` and a call slower than the limit
+raises afterwards. Nothing interrupts a function that never returns (no per-call thread
+or signal, to keep the hot path cheap): the worker's own liveness checks cover that.
+
+Params: the caller (the env) builds a fresh dict for every call whose only mutable values
+are fresh lists (tuples inside), which is what DeepRacer's deep copy guarantees, so this
+module does not copy again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import math
+import numbers
+import time
+import traceback
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+REWARD_LIMIT = 1e5
+DEFAULT_TIME_LIMIT_S = 1.0
+_MAX_VALUE_REPR = 120
+_MAX_PARAMS_REPR = 3000
+
+
+class RewardFunctionError(Exception):
+    """The user's reward function cannot be loaded or misbehaved; the message explains it."""
+
+
+class RewardFunction:
+    """A checked reward function: ``reward = rf(params)`` returns a finite float in [-1e5, 1e5]."""
+
+    def __init__(
+        self,
+        function: Callable[[dict[str, Any]], Any],
+        filename: str = "<reward_function>",
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    ) -> None:
+        if not callable(function):
+            raise RewardFunctionError(f"{filename}: reward_function is not callable (got {type(function).__name__})")
+        self.function = function
+        self.filename = filename
+        self.time_limit_s = time_limit_s
+
+    def __call__(self, params: dict[str, Any]) -> float:
+        started = time.perf_counter()
+        try:
+            value = self.function(params)
+        except (Exception, SystemExit) as error:  # any user error becomes one clear error
+            raise RewardFunctionError(self._describe_exception(error, params)) from error
+        elapsed = time.perf_counter() - started
+        if elapsed > self.time_limit_s:
+            raise RewardFunctionError(
+                f"{self.filename}: reward_function took {elapsed:.3f} s, over the {self.time_limit_s:g} s limit"
+                f"\n{format_params(params)}"
+            )
+        if type(value) is float:  # fast path
+            reward = value
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            reward = float(value)
+        else:
+            raise RewardFunctionError(
+                f"{self.filename}: reward_function must return a number (float), got {type(value).__name__} "
+                f"{_short_repr(value)}\n{format_params(params)}"
+            )
+        if not math.isfinite(reward):
+            raise RewardFunctionError(
+                f"{self.filename}: reward_function returned {reward} (must be finite)\n{format_params(params)}"
+            )
+        if abs(reward) > REWARD_LIMIT:
+            raise RewardFunctionError(
+                f"{self.filename}: reward {reward!r} out of range [-1e5, 1e5]\n{format_params(params)}"
+            )
+        return reward
+
+    def _describe_exception(self, error: BaseException, params: Mapping[str, Any]) -> str:
+        frames = traceback.extract_tb(error.__traceback__)
+        user_frames = [f for f in frames if f.filename == self.filename] or frames[1:] or frames
+        last = user_frames[-1]
+        where = f"{last.filename}:{last.lineno} in {last.name}"
+        trace = "".join(traceback.format_list(user_frames)).rstrip()
+        kind = type(error).__name__
+        return (
+            f"{where}: {kind}: {error}\n"
+            f"Traceback (reward function frames):\n{trace}\n"
+            f"{kind}: {error}\n"
+            f"{format_params(params)}"
+        )
+
+
+def load_reward_function(
+    source: str, filename: str = "reward_function.py", time_limit_s: float = DEFAULT_TIME_LIMIT_S
+) -> RewardFunction:
+    """Compile and run ``source`` as a module and return its checked ``reward_function``."""
+    try:
+        code = compile(source, filename, "exec")
+    except SyntaxError as error:
+        raise RewardFunctionError(_describe_syntax_error(error, filename)) from error
+    # register the source so tracebacks can quote the user's lines
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    module = types.ModuleType("reward_function")
+    module.__file__ = filename
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - running the user's reward file is the point
+    except (Exception, SystemExit) as error:
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
+        line = f":{frames[-1].lineno}" if frames else ""
+        raise RewardFunctionError(
+            f"{filename}{line}: error while loading the file: {type(error).__name__}: {error}"
+        ) from error
+    function = module.__dict__.get("reward_function")
+    if function is None:
+        raise RewardFunctionError(f"{filename}: no function named 'reward_function' is defined")
+    if not callable(function):
+        raise RewardFunctionError(f"{filename}: 'reward_function' is not callable (it is a {type(function).__name__})")
+    _check_signature(function, filename)
+    return RewardFunction(function, filename, time_limit_s)
+
+
+def _check_signature(function: Callable[..., Any], filename: str) -> None:
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind({})
+    except TypeError as error:
+        raise RewardFunctionError(
+            f"{filename}: reward_function must take exactly one argument (params), its signature is "
+            f"reward_function{signature} ({error})"
+        ) from None
+
+
+def _describe_syntax_error(error: SyntaxError, filename: str) -> str:
+    line = error.lineno or 0
+    message = f"{filename}:{line}: syntax error: {error.msg}"
+    if error.text:
+        text = error.text.rstrip("\n")
+        message += f"\n    {text.strip()}"
+        if error.offset:
+            indent = len(text) - len(text.lstrip())
+            message += "\n    " + " " * max(error.offset - 1 - indent, 0) + "^"
+    return message
+
+
+def _short_repr(value: Any) -> str:
+    if isinstance(value, list | tuple) and len(value) > 4:
+        head = ", ".join(_short_repr(v) for v in value[:2])
+        return f"[{head}, ... ({len(value)} items)]"
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE_REPR else text[: _MAX_VALUE_REPR - 3] + "..."
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    """The params as ``key=value`` lines, long values shortened, for error messages."""
+    lines = [f"  {key} = {_short_repr(value)}" for key, value in params.items()]
+    text = "params:\n" + "\n".join(lines)
+    return text if len(text) <= _MAX_PARAMS_REPR else text[: _MAX_PARAMS_REPR - 4] + "\n..."

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import numpy as np
+import pytest
+
+from simulator.reward import RewardFunction, RewardFunctionError, load_reward_function
+
+PARAMS: dict[str, Any] = {
+    "progress": 12.5,
+    "track_width": 1.07,
+    "distance_from_center": 0.1,
+    "waypoints": [(float(i), float(i)) for i in range(155)],
+    "all_wheels_on_track": True,
+}
+
+
+def load(body: str, **kwargs: Any) -> RewardFunction:
+    return load_reward_function(textwrap.dedent(body), **kwargs)
+
+
+def failure(body: str, params: dict[str, Any] | None = None, **kwargs: Any) -> str:
+    with pytest.raises(RewardFunctionError) as caught:
+        load(body, **kwargs)(dict(params or PARAMS))
+    return str(caught.value)
+
+
+def test_a_valid_function_returns_floats() -> None:
+    rf = load(
+        """
+        import math
+        def reward_function(params):
+            return 1.0 - params["distance_from_center"] / (0.5 * params["track_width"])
+        """
+    )
+    assert rf(dict(PARAMS)) == pytest.approx(1 - 0.1 / 0.535)
+    assert isinstance(rf(dict(PARAMS)), float)
+
+
+@pytest.mark.parametrize("value", ["3", "np.float32(0.5)", "np.int64(2)", "1e5", "-1e5"])
+def test_ints_and_numpy_numbers_become_float(value: str) -> None:
+    rf = load(f"import numpy as np\ndef reward_function(params):\n    return {value}\n")
+    result = rf({})
+    assert type(result) is float and result == float(eval(value, {"np": np}))
+
+
+def test_syntax_error_names_file_and_line() -> None:
+    with pytest.raises(RewardFunctionError) as caught:
+        load("def reward_function(params):\n    x = 1\n    return x +\n", filename="my_reward.py")
+    message = str(caught.value)
+    assert message.startswith("my_reward.py:3: syntax error")
+    assert "return x +" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("def reward(params):\n    return 1.0\n", "no function named 'reward_function'"),
+        ("reward_function = 3\n", "'reward_function' is not callable"),
+        ("def reward_function(params, other):\n    return 1.0\n", "exactly one argument"),
+        ("def reward_function():\n    return 1.0\n", "exactly one argument"),
+        ("import no_such_module_xyz\n", "reward_function.py:1: error while loading the file: ModuleNotFoundError"),
+    ],
+)
+def test_unusable_files_are_rejected(body: str, expected: str) -> None:
+    with pytest.raises(RewardFunctionError, match=expected.replace("(", r"\(")):
+        load(body)
+
+
+def test_exception_while_running_shows_user_traceback_and_params() -> None:
+    message = failure(
+        """
+        def helper(params):
+            return params["speed"] * 2
+
+        def reward_function(params):
+            return helper(params)
+        """
+    )
+    first_line = message.splitlines()[0]
+    assert first_line == "reward_function.py:3 in helper: KeyError: 'speed'"
+    assert 'return params["speed"] * 2' in message  # the user's source line is quoted
+    assert "reward_function.py\", line 6, in reward_function" in message
+    assert "progress = 12.5" in message
+    assert "waypoints = [(0.0, 0.0), (1.0, 1.0), ... (155 items)]" in message
+    assert len(message) < 4000
+
+
+def test_exception_in_a_plain_callable_is_wrapped() -> None:
+    def broken(params: dict[str, Any]) -> float:
+        raise ValueError("boom")
+
+    with pytest.raises(RewardFunctionError, match="ValueError: boom") as caught:
+        RewardFunction(broken)(dict(PARAMS))
+    assert "track_width = 1.07" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("returned", "expected"),
+    [
+        ("None", "must return a number (float), got NoneType None"),
+        ("'1.0'", "got str '1.0'"),
+        ("True", "got bool True"),
+        ("[1.0]", "got list [1.0]"),
+        ("float('nan')", "returned nan (must be finite)"),
+        ("float('inf')", "returned inf (must be finite)"),
+        ("-float('inf')", "returned -inf"),
+        ("100001.0", "reward 100001.0 out of range [-1e5, 1e5]"),
+        ("-2e5", "out of range"),
+    ],
+)
+def test_bad_return_values(returned: str, expected: str) -> None:
+    message = failure(f"def reward_function(params):\n    return {returned}\n")
+    assert expected in message
+    assert "progress = 12.5" in message
+
+
+def test_slow_function_exceeds_the_time_limit() -> None:
+    message = failure(
+        """
+        import time
+        def reward_function(params):
+            time.sleep(0.05)
+            return 1.0
+        """,
+        time_limit_s=0.01,
+    )
+    assert "took 0.0" in message and "over the 0.01 s limit" in message
+

@@ -108,7 +108,7 @@ def cmd_tracks(args: argparse.Namespace) -> int:
     print(f"{'track':40s} {'length m':>9s} {'width m':>8s} {'shape':>7s} {'direction':>10s}")
     for name in available_tracks():
         track = load_track(name)
-        width = track.mean_width if hasattr(track, "mean_width") else float("nan")
+        width = float(track.row_width.mean())
         direction = "ccw" if track.is_ccw else "cw"
         shape = "loop" if track.closed else "open"
         print(f"{name:40s} {track.length:9.2f} {width:8.2f} {shape:>7s} {direction:>10s}")

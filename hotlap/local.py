@@ -149,4 +149,5 @@ def _summary(run: LocalRun, store: ModelStore, codes: list[int], failure: str, e
     if failure:
         print(f"  FAILED:         {failure}")
     for error in errors[:5]:
-        print(f"  error:          {error}")
+        if not failure or failure not in error:
+            print(f"  error:          {error}")

@@ -220,6 +220,12 @@ class RunTransport:
         return int(self._claim_ticket(keys=[self.keys.tickets(version)]))
 
     @_wrap_errors
+    def release_tickets(self, version: int, count: int) -> None:
+        """Give back tickets of episodes a stopping worker will not finish."""
+        if count > 0:
+            self.client.hincrby(self.keys.tickets(version), "claimed", -count)
+
+    @_wrap_errors
     def close_tickets(self, version: int) -> None:
         self.client.delete(self.keys.tickets(version))
 

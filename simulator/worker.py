@@ -124,7 +124,7 @@ class SimulatorWorker:
         except StopRequested:
             log.info("stop requested; leaving")
         except RewardFunctionError as e:
-            self._record_failure(f"reward_function.py: {e}")
+            self._record_failure(str(e))
             return 1
         except RunFailed as e:
             log.error("run failed: %s", e)
@@ -186,7 +186,7 @@ class SimulatorWorker:
             reward_function = load_reward_function(inputs.reward_source, REWARD_FUNCTION,
                                                    time_limit_s=settings.reward_time_limit_s)
         except RewardFunctionError as e:
-            self._record_failure(f"reward_function.py: {e}")
+            self._record_failure(str(e))
             raise RunFailed(str(e)) from e
         track = load_track(settings.track)
         num_cars = self.config.cars_per_worker or settings.cars_per_worker
@@ -409,6 +409,10 @@ class SimulatorWorker:
         if self.worker_index < 0 or not hasattr(self, "inputs"):
             return
         try:
+            unfinished = int(self.active.sum())
+            if unfinished and self.inputs.settings.schedule == "sync":
+                # Let the other workers play these episodes now instead of after the trainer's stall timeout.
+                self._retrying("releasing tickets", self.transport.release_tickets, self.policy_version, unfinished)
             self._upload_simtrace()
             self._upload_metrics()
         except StopRequested:

@@ -51,6 +51,10 @@ class StopRequested(Exception):
     pass
 
 
+class RunFailed(Exception):
+    """Another process failed the run (e.g. the reward function broke in a worker)."""
+
+
 @dataclass
 class Batch:
     """One iteration's worth of experience, and the stream entries to acknowledge once trained."""
@@ -107,6 +111,9 @@ class TrainerService:
             return 0
         except ConfigError as e:
             self._fail(str(e))
+            return 1
+        except RunFailed as e:
+            log.error("run failed: %s", e)
             return 1
 
     def _install_signal_handlers(self) -> None:
@@ -220,6 +227,7 @@ class TrainerService:
                 break
             if self.stop_requested:
                 raise StopRequested()
+            self._check_run_not_failed()
             deliveries = self._retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
                                         READ_BATCH, 1000, self.read_pending)
             if self.read_pending and not deliveries:
@@ -251,6 +259,11 @@ class TrainerService:
                 log.info("iteration %d: %d/%d episodes", version, len(batch.episodes), self.episodes_per_iteration)
                 last_log = now
         return batch
+
+    def _check_run_not_failed(self) -> None:
+        status = self._retrying("reading run status", self.transport.status)
+        if status is not None and status.state == "failed":
+            raise RunFailed(status.reason)
 
     def _train(self, batch: Batch) -> dict[str, float]:
         started = time.monotonic()

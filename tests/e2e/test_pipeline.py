@@ -76,7 +76,8 @@ def episode_rows(store: ModelStore) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(store.get_text("logs/episodes.csv"))))
 
 
-def assert_finished_run(store: ModelStore, worker_names: set[str] | None = None) -> None:
+def assert_finished_run(store: ModelStore, worker_names: set[str] | None = None,
+                        versions_per_worker: int = 2) -> None:
     assert store.list_versions() == list(range(ITERATIONS + 1))
     assert store.latest_version() == ITERATIONS
     assert store.is_done()
@@ -90,7 +91,7 @@ def assert_finished_run(store: ModelStore, worker_names: set[str] | None = None)
     if worker_names is not None:
         assert set(versions_by_worker) == worker_names
     for worker, versions in versions_by_worker.items():
-        assert len(versions) >= 2, f"{worker} acted with versions {versions} only"
+        assert len(versions) >= versions_per_worker, f"{worker} acted with versions {versions} only"
 
 
 def assert_deepracer_utils_reads(filehandler, store: ModelStore) -> None:

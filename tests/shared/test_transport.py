@@ -167,3 +167,10 @@ def test_backoff_is_capped():
         backoff.wait()
     assert max(delays) <= 1.0
     assert delays[0] <= 0.1
+
+
+def test_released_tickets_can_be_claimed_again(transport: RunTransport):
+    transport.open_tickets(1, 2)
+    assert [transport.claim_ticket(1), transport.claim_ticket(1), transport.claim_ticket(1)] == [1, 2, 0]
+    transport.release_tickets(1, 1)
+    assert transport.claim_ticket(1) == 2

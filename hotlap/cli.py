@@ -115,6 +115,38 @@ def cmd_tracks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from hotlap.render import render_png
+    from simulator.track import load_track
+
+    policy: object | None = None
+    sensors: tuple[str, ...] = ("STEREO_CAMERAS",) if args.stereo else ("FRONT_FACING_CAMERA",)
+    if args.model:
+        policy, sensors = _load_policy(args.model, args.s3_endpoint_url, args.version)
+    result = render_png(load_track(args.track), sensors, args.output, steps=args.steps, frames=args.frames,
+                        policy=policy, reverse=args.reverse)
+    driver = f"model {args.model}" if args.model else "centre-line pure pursuit"
+    print(f"wrote {args.output}: {len(result.frames)} camera frames and the trajectory of {driver} "
+          f"({len(result.trajectory)} steps, {result.status}, progress {result.progress:.1f}%)")
+    return 0
+
+
+def _load_policy(store_url: str, s3_endpoint_url: str | None, version: int | None) -> tuple[object, tuple[str, ...]]:
+    from shared.config import ModelMetadata, observation_shapes
+    from shared.networks import PolicyNetwork, load_state_from_bytes
+    from shared.store import MODEL_METADATA
+
+    store = ModelStore(open_store(store_url, s3_endpoint_url))
+    metadata = ModelMetadata.parse(store.get_text(MODEL_METADATA), f"{store.url}/{MODEL_METADATA}")
+    chosen = version if version is not None else store.latest_version()
+    if chosen is None:
+        raise StoreError(f"{store.url}: no model version published yet")
+    policy = PolicyNetwork(observation_shapes(metadata.sensor), metadata.neural_network, metadata.action_spec())
+    load_state_from_bytes(policy, store.load_version(chosen).weights)
+    policy.eval()
+    return policy, tuple(metadata.sensor)
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotlap", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +164,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="validate the run's files and put them in the store (compose init)")
     _add_run_options(seed, env)
     seed.set_defaults(func=cmd_seed)
+
+    render = commands.add_parser("render", help="PNG of camera frames and a top-down map with a trajectory")
+    render.add_argument("--track", default="reInvent2019_track")
+    render.add_argument("--output", type=Path, default=Path("hotlap-render.png"))
+    render.add_argument("--model", help="store URL of a run (file:///... or s3://bucket/prefix); default: "
+                        "a centre-line pure-pursuit driver")
+    render.add_argument("--version", type=int, help="model version (default: latest)")
+    render.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
+    render.add_argument("--steps", type=int, default=400)
+    render.add_argument("--frames", type=int, default=6, help="camera frames in the strip")
+    render.add_argument("--reverse", action="store_true")
+    render.add_argument("--stereo", action="store_true", help="render the stereo camera (left lens shown)")
+    render.set_defaults(func=cmd_render)
 
     tracks = commands.add_parser("tracks", help="list the DeepRacer tracks hotlap ships")
     tracks.set_defaults(func=cmd_tracks)

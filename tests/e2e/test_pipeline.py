@@ -194,3 +194,10 @@ def test_hotlap_train_on_the_local_folder_store(tmp_path: Path):
     from deepracer.logs import FSFileHandler
 
     assert_deepracer_utils_reads(FSFileHandler(model_folder=str(tmp_path / "runs" / "local-e2e")), store)
+
+    # A person can look at what the trained model does.
+    png = tmp_path / "render.png"
+    render = subprocess.run([sys.executable, "-m", "hotlap", "render", "--model", store.url, "--steps", "40",
+                             "--output", str(png)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert render.returncode == 0, render.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

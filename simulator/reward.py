@@ -10,8 +10,8 @@ Returned values: ``float``, ``int`` and numpy numbers are accepted and converted
 ``params['all_wheels_on_track']`` is almost always a bug), as are strings, None, etc.
 
 Time limit: the call is timed with ``time.perf_counter`` and a call slower than the limit
-raises afterwards. Nothing interrupts a function that never returns (no per-call thread
-or signal, to keep the hot path cheap): the worker's own liveness checks cover that.
+raises afterwards. A function that never returns is interrupted by :func:`hang_guard`, one
+interval timer around a whole env step (no per-call thread or signal, to keep the hot path cheap).
 
 Params: the caller (the env) builds a fresh dict for every call whose only mutable values
 are fresh lists (tuples inside), which is what DeepRacer's deep copy guarantees, so this
@@ -24,10 +24,14 @@ import inspect
 import linecache
 import math
 import numbers
+import signal
+import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 REWARD_LIMIT = 1e5
@@ -169,3 +173,24 @@ def format_params(params: Mapping[str, Any]) -> str:
     lines = [f"  {key} = {_short_repr(value)}" for key, value in params.items()]
     text = "params:\n" + "\n".join(lines)
     return text if len(text) <= _MAX_PARAMS_REPR else text[: _MAX_PARAMS_REPR - 4] + "\n..."
+
+
+@contextmanager
+def hang_guard(seconds: float, filename: str = "reward_function.py") -> Iterator[None]:
+    """Interrupt a reward function that never returns (an endless loop), which the per-call timing
+    cannot catch. One interval timer per env step, not per call, keeps the hot path cheap. Works in
+    the main thread of a process (where the worker runs); elsewhere it is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise RewardFunctionError(f"{filename}: reward_function did not return within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

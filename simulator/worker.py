@@ -34,7 +34,7 @@ from shared.run_files import RunFiles, load_run_files
 from shared.store import REWARD_FUNCTION, ModelStore, StoreError
 from shared.transport import Backoff, RunTransport, TransportError
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
-from simulator.reward import RewardFunctionError, load_reward_function
+from simulator.reward import RewardFunctionError, hang_guard, load_reward_function
 from simulator.track import load_track
 
 log = logging.getLogger("hotlap.simulator")
@@ -279,7 +279,9 @@ class SimulatorWorker:
             car_obs = {name: arr[car] for name, arr in self.obs.items()}
             action = act.action[car] if self.discrete else act.action[car].copy()
             self.episodes[car].add(car_obs, action, float(act.log_prob[car]), float(act.value[car]))
-        result = self.env.step(act.steering_deg, act.speed, self.active)
+        active_cars = int(self.active.sum())
+        with hang_guard(self.inputs.settings.reward_time_limit_s * active_cars + 5.0):
+            result = self.env.step(act.steering_deg, act.speed, self.active)
         self._record_steps(result, act.action)
         self.obs = result.obs
         self.steps_played += int(self.active.sum())

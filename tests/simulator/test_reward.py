@@ -129,3 +129,16 @@ def test_slow_function_exceeds_the_time_limit() -> None:
     )
     assert "took 0.0" in message and "over the 0.01 s limit" in message
 
+
+
+def test_hang_guard_interrupts_a_reward_function_that_never_returns():
+    import time
+
+    from simulator.reward import hang_guard
+
+    source = "def reward_function(params):\n    while True:\n        pass\n"
+    endless = load_reward_function(source, "endless.py", time_limit_s=0.1)
+    started = time.monotonic()
+    with pytest.raises(RewardFunctionError, match="did not return within 0.3 s"), hang_guard(0.3, "endless.py"):
+        endless({})
+    assert time.monotonic() - started < 5

@@ -389,5 +389,15 @@ SENSOR_SHAPES: dict[str, tuple[int, ...]] = {
 }
 
 
-def observation_shapes(sensors: list[str]) -> dict[str, tuple[int, ...]]:
-    return {name: SENSOR_SHAPES[name] for name in sensors}
+def observation_shapes(sensors: list[str], stack_size: int = 1) -> dict[str, tuple[int, ...]]:
+    """What the network sees per sensor, with `stack_size` observations stacked (simulator.stacking)."""
+    shapes = {}
+    for name in sensors:
+        shape = SENSOR_SHAPES[name]
+        if stack_size == 1:
+            shapes[name] = shape
+        elif len(shape) == 2:
+            shapes[name] = (stack_size, *shape)
+        else:
+            shapes[name] = (stack_size * shape[0], *shape[1:])
+    return shapes

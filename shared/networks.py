@@ -202,8 +202,8 @@ def _split_sensors(observation_spec: Mapping[str, tuple[int, ...]]) -> tuple[str
         shape = tuple(observation_spec[camera])
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise ValueError(f"camera {camera} shape must be (H, W) or (C, H, W), got {shape}")
-        if camera == STEREO_CAMERA and (len(shape) != 3 or shape[0] != 2):
-            raise ValueError(f"{STEREO_CAMERA} shape must be (2, H, W), got {shape}")
+        if camera == STEREO_CAMERA and (len(shape) != 3 or shape[0] % 2):
+            raise ValueError(f"{STEREO_CAMERA} shape must be (2·stack, H, W), got {shape}")
     if lidar is not None:
         shape = tuple(observation_spec[lidar])
         if len(shape) != 1 or shape[0] < 1:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.config import ConfigError, WorkerConfig
+from shared.config import ConfigError, WorkerConfig, observation_shapes
 from shared.deepracer_logs import (
     SimtraceRow,
     TrainingMetrics,
@@ -35,6 +35,7 @@ from shared.store import REWARD_FUNCTION, ModelStore, StoreError
 from shared.transport import Backoff, RunTransport, TransportError
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
 from simulator.reward import RewardFunctionError, hang_guard, load_reward_function
+from simulator.stacking import ObservationStack
 from simulator.track import load_track
 
 log = logging.getLogger("hotlap.simulator")
@@ -199,7 +200,8 @@ class SimulatorWorker:
         )
         self.env = VectorRacingEnv(track, num_cars, env_settings, reward_function,
                                    seed=self.config.seed + 7919 * self.worker_index)
-        self.policy = PolicyNetwork({k: v[0] for k, v in self.env.observation_spec.items()},
+        self.stack = ObservationStack(inputs.hyperparameters.stack_size)
+        self.policy = PolicyNetwork(observation_shapes(inputs.metadata.sensor, inputs.hyperparameters.stack_size),
                                     inputs.metadata.neural_network, inputs.metadata.action_spec())
         self.policy.eval()
         self.discrete = inputs.metadata.action_spec().kind == "discrete"
@@ -207,7 +209,7 @@ class SimulatorWorker:
         self.active = np.zeros(num_cars, dtype=bool)
         self.tickets_exhausted = False
         self.episodes = [CarEpisode() for _ in range(num_cars)]
-        self.obs = self.env.reset()
+        self.obs = self.stack.reset(self.env.reset())
         self.car_sim_time = np.zeros(num_cars)
         self.metrics = TrainingMetrics(settings.best_model_metric)
         log.info("worker %s (index %d): %d car(s) on %s, sensors %s, schedule %s", self.config.worker_name,
@@ -283,7 +285,7 @@ class SimulatorWorker:
         with hang_guard(self.inputs.settings.reward_time_limit_s * active_cars + 5.0):
             result = self.env.step(act.steering_deg, act.speed, self.active)
         self._record_steps(result, act.action)
-        self.obs = result.obs
+        self.obs = self.stack.push(result.obs)
         self.steps_played += int(self.active.sum())
         return result
 
@@ -312,13 +314,13 @@ class SimulatorWorker:
         finished = np.flatnonzero(self.active & result.done)
         if finished.size == 0:
             return
-        bootstrap = self.policy.value({n: a[finished] for n, a in result.obs.items()})
+        bootstrap = self.policy.value({n: a[finished] for n, a in self.obs.items()})
         for i, car in enumerate(finished):
             terminated = bool(result.terminated[car])
             self._ship(int(car), terminated, 0.0 if terminated else float(bootstrap[i]),
                        status=str(result.status[car]), progress=float(result.progress[car]))
             self.active[car] = False
-        self.obs = self.env.reset(car_ids=finished)
+        self.obs = self.stack.reset(self.env.reset(car_ids=finished), finished)
 
     def _ship_chunks_of_running_episodes(self) -> None:
         """Async schedule: cut running episodes at a version change so every chunk has one version."""

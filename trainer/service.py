@@ -169,7 +169,7 @@ class TrainerService:
         log.info("Using the following hyper-parameters\n%s", resolved)
         self._retrying("writing hyperparameters", self.store.put_text, HYPERPARAMETERS, resolved)
 
-        obs_spec = observation_shapes(files.metadata.sensor)
+        obs_spec = observation_shapes(files.metadata.sensor, hp.stack_size)
         self.policy = PolicyNetwork(obs_spec, files.metadata.neural_network, files.metadata.action_spec())
         self.policy.to(self.device)
         self.optimizer = make_optimizer(self.policy, self.settings)

@@ -1,0 +1,48 @@
+"""Observation stacking (hyperparameters.json `stack_size`): the last N observations per car.
+
+DeepRacer parses `stack_size` but hard-codes a stack of 1; hotlap honours it. Layout, the oldest
+first: a camera (H, W) becomes (N, H, W); stereo (2, H, W) becomes (2N, H, W); a lidar (L,)
+becomes (N·L,). `shared.config.observation_shapes` declares the same shapes for the networks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ObservationStack:
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"stack_size must be >= 1, got {size}")
+        self.size = size
+        self.history: dict[str, np.ndarray] = {}  # sensor -> (K, N, *shape)
+
+    def reset(self, obs: dict[str, np.ndarray], car_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Fill the history of `car_ids` (all cars when None) with their current observation."""
+        if self.size == 1:
+            return obs
+        for name, arr in obs.items():
+            if name not in self.history or car_ids is None:
+                self.history[name] = np.repeat(arr[:, None], self.size, axis=1)
+            else:
+                self.history[name][car_ids] = arr[car_ids, None]
+        return self.stacked()
+
+    def push(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.size == 1:
+            return obs
+        for name, arr in obs.items():
+            history = self.history[name]
+            history[:, :-1] = history[:, 1:]
+            history[:, -1] = arr
+        return self.stacked()
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, history in self.history.items():
+            cars, size, *shape = history.shape
+            if len(shape) == 2:  # grayscale image: the stack is the channel axis
+                out[name] = history.copy()
+            else:  # stereo channels or lidar values: concatenate along the first feature axis
+                out[name] = history.reshape(cars, size * shape[0], *shape[1:])
+        return out

@@ -101,9 +101,9 @@ class SimulatorWorker:
         self.iteration = 0
         self.simtrace_rows: list[SimtraceRow] = []
         self.metrics = TrainingMetrics()
-        self.last_heartbeat = 0.0
+        self.last_heartbeat = time.monotonic()
+        self.steps_at_last_heartbeat = 0
         self.last_metrics_upload = 0.0
-        self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ entry
 
@@ -276,17 +276,21 @@ class SimulatorWorker:
             self.episodes_started += 1
 
     def _step_cars(self) -> StepResult:
-        act = self.policy.act(self.obs)
-        for car in np.flatnonzero(self.active):
+        cars = np.flatnonzero(self.active)
+        act = self.policy.act({name: arr[cars] for name, arr in self.obs.items()})  # inference for active cars only
+        steering = np.zeros(self.num_cars, np.float32)
+        speed = np.zeros(self.num_cars, np.float32)
+        steering[cars], speed[cars] = act.steering_deg, act.speed
+        actions = np.zeros((self.num_cars, *act.action.shape[1:]), act.action.dtype)
+        actions[cars] = act.action
+        for i, car in enumerate(cars):
             car_obs = {name: arr[car] for name, arr in self.obs.items()}
-            action = act.action[car] if self.discrete else act.action[car].copy()
-            self.episodes[car].add(car_obs, action, float(act.log_prob[car]), float(act.value[car]))
-        active_cars = int(self.active.sum())
-        with hang_guard(self.inputs.settings.reward_time_limit_s * active_cars + 5.0):
-            result = self.env.step(act.steering_deg, act.speed, self.active)
-        self._record_steps(result, act.action)
+            self.episodes[car].add(car_obs, actions[car].copy(), float(act.log_prob[i]), float(act.value[i]))
+        with hang_guard(self.inputs.settings.reward_time_limit_s * len(cars) + 5.0):
+            result = self.env.step(steering, speed, self.active)
+        self._record_steps(result, actions)
         self.obs = self.stack.push(result.obs)
-        self.steps_played += int(self.active.sum())
+        self.steps_played += len(cars)
         return result
 
     def _record_steps(self, result: StepResult, actions: np.ndarray) -> None:
@@ -375,12 +379,13 @@ class SimulatorWorker:
         now = time.monotonic()
         if now - self.last_heartbeat < self.config.heartbeat_s:
             return
-        elapsed = max(now - self.started_at, 1e-9)
+        recent_rate = (self.steps_played - self.steps_at_last_heartbeat) / max(now - self.last_heartbeat, 1e-9)
         self._retrying("heartbeat", self.transport.heartbeat, self.config.worker_name, {
             "index": self.worker_index, "version": self.policy_version, "episodes": self.episodes_played,
-            "steps": self.steps_played, "steps_per_s": round(self.steps_played / elapsed, 1),
+            "steps": self.steps_played, "steps_per_s": round(recent_rate, 1),
         })
         self.last_heartbeat = now
+        self.steps_at_last_heartbeat = self.steps_played
         if now - self.last_metrics_upload >= METRICS_UPLOAD_EVERY_S:
             self._upload_metrics()
 

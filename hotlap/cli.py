@@ -86,9 +86,20 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+QUICK_START_ITERATIONS = 10
+QUICK_START_CARS_PER_WORKER = 4
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from hotlap.local import LocalRun, train_locally
 
+    uses_default_hyperparameters = args.hyperparameters is None and not (
+        args.custom_files and (args.custom_files / "hyperparameters.json").is_file())
+    if args.max_iterations is None and uses_default_hyperparameters:
+        # DeepRacer's term_cond_max_episodes (1000 iterations) is hours; a first local run should take minutes.
+        args.max_iterations = QUICK_START_ITERATIONS
+    if args.cars_per_worker is None:
+        args.cars_per_worker = QUICK_START_CARS_PER_WORKER
     run_files = _prepare(args)
     run_id = args.run_id or time.strftime("hotlap-%Y%m%d-%H%M%S")
     store_url = args.store or f"file://{(args.runs_dir / run_id).resolve()}"

@@ -46,8 +46,10 @@ def _service_env(run: LocalRun, redis_url: str, worker_name: str | None = None) 
         env["HOTLAP_S3_ENDPOINT_URL"] = run.s3_endpoint_url
     if worker_name:
         env["HOTLAP_WORKER_NAME"] = worker_name
-    # Each process gets one compute thread: N workers + trainer share the machine's cores.
-    env.setdefault("OMP_NUM_THREADS", "1")
+    if worker_name:
+        # One compute thread per worker: N workers share the cores while they play. The trainer
+        # keeps torch's default (all cores): under the sync schedule workers wait while it trains.
+        env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("HOTLAP_SIM_TRACE_LOG", "0")
     return env
 

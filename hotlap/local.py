@@ -50,7 +50,6 @@ def _service_env(run: LocalRun, redis_url: str, worker_name: str | None = None) 
         # One compute thread per worker: N workers share the cores while they play. The trainer
         # keeps torch's default (all cores): under the sync schedule workers wait while it trains.
         env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("HOTLAP_SIM_TRACE_LOG", "0")
     return env
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from hotlap.seed import seed_store
 from shared.config import Hyperparameters, ModelMetadata, RunSettings
+from shared.deepracer_logs import STATUS_LABELS
 from shared.run_files import RunFiles
 from shared.store import ModelStore, open_store
 
@@ -194,6 +195,13 @@ def test_hotlap_train_on_the_local_folder_store(tmp_path: Path):
     from deepracer.logs import FSFileHandler
 
     assert_deepracer_utils_reads(FSFileHandler(model_folder=str(tmp_path / "runs" / "local-e2e")), store)
+
+    # The workers' logs carry DeepRacer's SIM_TRACE_LOG lines, which deepracer-utils parses too.
+    from deepracer.logs import SimulationLogsIO
+
+    worker_log = tmp_path / "runs" / "local-e2e" / "logs" / "processes" / "simulator-0.log"
+    steps = SimulationLogsIO.convert_to_pandas(SimulationLogsIO.load_data(str(worker_log)), EPISODES_PER_ITERATION)
+    assert len(steps) > 0 and set(steps["episode_status"]) <= set(STATUS_LABELS)
 
     # A person can look at what the trained model does.
     png = tmp_path / "render.png"

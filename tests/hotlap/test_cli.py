@@ -64,3 +64,12 @@ def test_seed_uploads_the_run_files_to_the_store(tmp_path: Path):
     assert json.loads((store / "ip/hyperparameters.json").read_text())["term_cond_max_episodes"] == 7
     assert "WORLD_NAME: Oval_track" in (store / "training_params.yaml").read_text()
     assert (store / "model/model_metadata.json").is_file()
+
+
+def test_tracks_lists_name_length_width_and_direction(tmp_path: Path):
+    result = hotlap("tracks", cwd=tmp_path)
+    assert result.returncode == 0
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert len(rows) > 100
+    assert rows["reInvent2019_track"][1:] == ["23.12", "1.07", "loop", "ccw"]
+    assert rows["2022_april_open_cw"][-1] == "cw"

@@ -354,7 +354,8 @@ class ServiceConfig(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Any:
         env = dict(os.environ if environ is None else environ)
         try:
-            return cls.model_validate({k: v for k, v in env.items() if k.startswith("HOTLAP_")})
+            # An empty value (`HOTLAP_X=` in .env) means unset.
+            return cls.model_validate({k: v for k, v in env.items() if k.startswith("HOTLAP_") and v != ""})
         except ValidationError as e:
             raise ConfigError("environment (HOTLAP_* variables)", _problems_from(e)) from e
 

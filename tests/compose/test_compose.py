@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,12 +282,6 @@ def _check_run(stack: Stack) -> None:
     (init,) = stack.containers("init")
     assert stack.inspect(init)["State"]["ExitCode"] == 0, "the init (seed) service failed"
 
-    (trainer,) = stack.containers("trainer")
-    t0 = time.monotonic()
-    info = _wait_for_exit(stack, trainer, TRAINER_TIMEOUT_S, fail_on_restart=True)
-    stack.notes.append(f"trainer finished {time.monotonic() - t0:.1f}s after `up`")
-    assert info["State"]["ExitCode"] == 0, f"trainer exited {info['State']['ExitCode']}"
-
     s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{stack.s3_port}", aws_access_key_id=ACCESS_KEY,
                       aws_secret_access_key=SECRET_KEY, region_name=REGION,
                       config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}))
@@ -295,6 +289,16 @@ def _check_run(stack: Stack) -> None:
     def read(key: str) -> bytes:
         body: bytes = s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")["Body"].read()
         return body
+
+    (trainer,) = stack.containers("trainer")
+    t0 = time.monotonic()
+    victim = _crash_one_simulator_mid_run(stack, trainer, read)
+
+    info = _wait_for_exit(stack, trainer, TRAINER_TIMEOUT_S, fail_on_restart=True)
+    stack.notes.append(f"trainer finished {time.monotonic() - t0:.1f}s after `up`")
+    assert info["State"]["ExitCode"] == 0, f"trainer exited {info['State']['ExitCode']}"
+    if victim is not None:  # restart: on-failure brought the crashed worker back
+        assert stack.inspect(victim)["RestartCount"] >= 1, "the killed simulator was not restarted"
 
     read("ip/done")  # raises NoSuchKey if the run did not finish
     latest = json.loads(read("model/latest.json"))
@@ -317,3 +321,37 @@ def _check_run(stack: Stack) -> None:
     for c in simulators:
         sim = _wait_for_exit(stack, c, SIMULATOR_EXIT_GRACE_S, fail_on_restart=False)
         assert sim["State"]["ExitCode"] == 0, f"{sim['Name']} exited {sim['State']['ExitCode']}"
+    print("\n".join(stack.notes))
+
+
+# Kills the worker process of the first simulator container from inside it (same user, so no
+# root needed): a crash, not a `docker stop`, so `restart: on-failure` must bring it back.
+_KILL_WORKER = (
+    'for d in /proc/[0-9]*; do '
+    'if tr "\\0" " " < "$d/cmdline" 2>/dev/null | grep -q "^python -m simulator"; '
+    'then kill -9 "${d#/proc/}" && echo killed "${d#/proc/}"; fi; done'
+)
+
+
+def _crash_one_simulator_mid_run(stack: Stack, trainer: str, read: Callable[[str], bytes]) -> str | None:
+    """Once the trainer has published model version 1, SIGKILL one worker. Returns its container,
+    or None (with a note) when the run ended before there was a moment to do it."""
+    deadline = time.monotonic() + TRAINER_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            version = int(json.loads(read("model/latest.json"))["version"])
+        except Exception:  # noqa: BLE001 - not written yet
+            version = -1
+        if version >= MAX_ITERATIONS or stack.inspect(trainer)["State"]["Status"] != "running":
+            stack.notes.append("the run ended before a simulator could be killed mid-run")
+            return None
+        if version >= 1:
+            victim = stack.containers("simulator")[0]
+            out = _run(["docker", "exec", victim, "sh", "-c", _KILL_WORKER], env=stack.env, check=False)
+            if "killed" not in out.stdout:
+                stack.notes.append(f"no worker process to kill in {victim}: {out.stdout} {out.stderr}")
+                return None
+            stack.notes.append(f"killed the worker in {victim[:12]} at model version {version}")
+            return victim
+        time.sleep(0.5)
+    return None

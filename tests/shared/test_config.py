@@ -116,3 +116,10 @@ def test_service_config_from_env_reports_all_problems():
         ServiceConfig.from_env({"HOTLAP_RUN_ID": "bad id!", "HOTLAP_REDIS_URL": "http://x"})
     text = str(info.value)
     assert "HOTLAP_RUN_ID" in text and "HOTLAP_REDIS_URL" in text and "HOTLAP_STORE_URL" in text
+
+
+def test_empty_environment_values_mean_unset():
+    from shared.config import WorkerConfig
+
+    config = WorkerConfig.from_env({"HOTLAP_STORE_URL": "file:///tmp/x", "HOTLAP_CARS_PER_WORKER": ""})
+    assert config.cars_per_worker is None

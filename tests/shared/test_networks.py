@@ -264,7 +264,7 @@ def test_sensor_and_action_validation() -> None:
         PolicyNetwork(SPECS["lidar"], "RESNET", DISCRETE)
     with pytest.raises(ValueError, match="too small"):
         PolicyNetwork({"FRONT_FACING_CAMERA": (20, 20)}, SHALLOW, DISCRETE)
-    with pytest.raises(ValueError, match=r"\(2, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(2·stack, H, W\)"):
         PolicyNetwork({"STEREO_CAMERAS": (120, 160)}, SHALLOW, DISCRETE)
     with pytest.raises(ValueError, match="at least one action"):
         ActionSpec("discrete")

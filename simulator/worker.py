@@ -11,10 +11,8 @@ capped backoff; the first SIGTERM finishes the current step and flushes logs, th
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -31,8 +29,9 @@ from shared.deepracer_logs import (
 from shared.experience import Experience
 from shared.networks import PolicyNetwork, load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
-from shared.store import REWARD_FUNCTION, ModelStore, StoreError
-from shared.transport import Backoff, RunTransport, TransportError
+from shared.service import RunFailed, ServiceLoop, StopRequested
+from shared.store import REWARD_FUNCTION, ModelStore
+from shared.transport import RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
 from simulator.reward import RewardFunctionError, hang_guard, load_reward_function
 from simulator.stacking import ObservationStack
@@ -44,14 +43,6 @@ trace_log = logging.getLogger("hotlap.simtrace")
 IDLE_POLL_S = 0.05
 STREAM_FULL_WAIT_S = 0.5
 METRICS_UPLOAD_EVERY_S = 10.0
-
-
-class StopRequested(Exception):
-    pass
-
-
-class RunFailed(Exception):
-    """The run cannot go on (bad user input found by this worker, or another process failed it)."""
 
 
 @dataclass
@@ -86,13 +77,11 @@ def load_inputs(store: ModelStore) -> RunFiles:
         raise RunFailed(str(e)) from e
 
 
-class SimulatorWorker:
+class SimulatorWorker(ServiceLoop):
     def __init__(self, config: WorkerConfig, transport: RunTransport, store: ModelStore):
+        super().__init__(transport, log)
         self.config = config
-        self.transport = transport
         self.store = store
-        self.stop_requested = False
-        self.backoff = Backoff()
         self.worker_index = -1
         self.policy_version = -1
         self.episodes_played = 0
@@ -108,7 +97,7 @@ class SimulatorWorker:
     # ------------------------------------------------------------------ entry
 
     def run(self) -> int:
-        self._install_signal_handlers()
+        self.install_signal_handlers()
         try:
             self._wait_for_run()
             self._setup()
@@ -125,7 +114,7 @@ class SimulatorWorker:
         except StopRequested:
             log.info("stop requested; leaving")
         except RewardFunctionError as e:
-            self._record_failure(str(e))
+            self.record_failure(self.config.worker_name, str(e))
             return 1
         except RunFailed as e:
             log.error("run failed: %s", e)
@@ -136,40 +125,14 @@ class SimulatorWorker:
                  self.episodes_played, self.steps_played)
         return 0
 
-    def _install_signal_handlers(self) -> None:
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            if self.stop_requested:  # second signal: cold shutdown
-                raise SystemExit(1)
-            log.info("signal %d: finishing the current step, then stopping", signum)
-            self.stop_requested = True
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
-
-    # ------------------------------------------------------------------ with retries
-
-    def _retrying(self, what: str, func: Any, *args: Any) -> Any:
-        """Redis/store trouble is transient until proven otherwise: back off, log, retry."""
-        while True:
-            try:
-                result = func(*args)
-                self.backoff.reset()
-                return result
-            except (TransportError, StoreError) as e:
-                if self.stop_requested:
-                    raise StopRequested() from e
-                delay = self.backoff.next_delay()
-                log.warning("%s failed (%s); retrying in %.1fs", what, e, delay)
-                time.sleep(delay)
-
     def _wait_for_run(self) -> None:
         """Wait until the trainer has published version 0 (or the run ended)."""
         announced = False
         while not self.stop_requested:
-            status = self._retrying("reading run status", self.transport.status)
+            status = self.retrying("reading run status", self.transport.status)
             if status is not None and status.state == "failed":
                 raise RunFailed(status.reason)
-            version = self._retrying("reading model version", self.transport.latest_version)
+            version = self.retrying("reading model version", self.transport.latest_version)
             if status is not None and status.state in ("running", "done") and version is not None:
                 return
             if not announced:
@@ -179,15 +142,15 @@ class SimulatorWorker:
         raise StopRequested()
 
     def _setup(self) -> None:
-        self.worker_index = self._retrying("registering", self.transport.register_worker, self.config.worker_name)
-        inputs = self._retrying("loading run files", load_inputs, self.store)
+        self.worker_index = self.retrying("registering", self.transport.register_worker, self.config.worker_name)
+        inputs = self.retrying("loading run files", load_inputs, self.store)
         self.inputs = inputs
         settings = inputs.settings
         try:
             reward_function = load_reward_function(inputs.reward_source, REWARD_FUNCTION,
                                                    time_limit_s=settings.reward_time_limit_s)
         except RewardFunctionError as e:
-            self._record_failure(str(e))
+            self.record_failure(self.config.worker_name, str(e))
             raise RunFailed(str(e)) from e
         track = load_track(settings.track)
         num_cars = self.config.cars_per_worker or settings.cars_per_worker
@@ -215,25 +178,16 @@ class SimulatorWorker:
         log.info("worker %s (index %d): %d car(s) on %s, sensors %s, schedule %s", self.config.worker_name,
                  self.worker_index, num_cars, track.name, ",".join(inputs.metadata.sensor), settings.schedule)
 
-    def _record_failure(self, reason: str) -> None:
-        """Bad user input fails the whole run visibly, instead of a silent worker crash loop."""
-        log.error("%s", reason)
-        try:
-            self.transport.report_error(self.config.worker_name, reason)
-            self.transport.set_status("failed", reason)
-        except TransportError:
-            log.exception("could not record the failure in Redis")
-
     # ------------------------------------------------------------------ loop steps
 
     def _run_finished(self) -> bool:
-        status = self._retrying("reading run status", self.transport.status)
+        status = self.retrying("reading run status", self.transport.status)
         if status is not None and status.state == "failed":
             raise RunFailed(status.reason)
         return status is not None and status.state == "done"
 
     def _refresh_policy(self) -> None:
-        latest = self._retrying("reading model version", self.transport.latest_version)
+        latest = self.retrying("reading model version", self.transport.latest_version)
         if latest is None or latest == self.policy_version:
             return
         sync = self.inputs.settings.schedule == "sync"
@@ -241,7 +195,7 @@ class SimulatorWorker:
             return  # finish the episodes of this version first; only whole episodes are on-policy
         if not sync and self.active.any():
             self._ship_chunks_of_running_episodes()
-        model = self._retrying("loading model", self.store.load_version, latest)
+        model = self.retrying("loading model", self.store.load_version, latest)
         load_state_from_bytes(self.policy, model.weights)
         if self.policy_version >= 0:
             self._finish_iteration()
@@ -260,7 +214,7 @@ class SimulatorWorker:
             return
         claimed = []
         for car in idle:
-            ticket = self._retrying("claiming an episode", self.transport.claim_ticket, self.policy_version)
+            ticket = self.retrying("claiming an episode", self.transport.claim_ticket, self.policy_version)
             if ticket <= 0:
                 self.tickets_exhausted = True
                 break
@@ -369,18 +323,18 @@ class SimulatorWorker:
 
     def _push(self, exp: Experience) -> None:
         # Back-pressure: a stalled trainer makes workers wait instead of filling Redis memory.
-        while self._retrying("reading backlog", self.transport.backlog) >= self.transport.stream_limit:
+        while self.retrying("reading backlog", self.transport.backlog) >= self.transport.stream_limit:
             if self.stop_requested:
                 break
             time.sleep(STREAM_FULL_WAIT_S)
-        self._retrying("pushing experience", self.transport.push_experience, exp)
+        self.retrying("pushing experience", self.transport.push_experience, exp)
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
         if now - self.last_heartbeat < self.config.heartbeat_s:
             return
         recent_rate = (self.steps_played - self.steps_at_last_heartbeat) / max(now - self.last_heartbeat, 1e-9)
-        self._retrying("heartbeat", self.transport.heartbeat, self.config.worker_name, {
+        self.retrying("heartbeat", self.transport.heartbeat, self.config.worker_name, {
             "index": self.worker_index, "version": self.policy_version, "episodes": self.episodes_played,
             "steps": self.steps_played, "steps_per_s": round(recent_rate, 1),
         })
@@ -405,12 +359,12 @@ class SimulatorWorker:
         if not self.simtrace_rows:
             return
         key = simtrace_key(self.worker_index, self.iteration, self._multi_worker())
-        self._retrying("uploading simtrace", self.store.put_text, key, simtrace_csv(self.simtrace_rows))
+        self.retrying("uploading simtrace", self.store.put_text, key, simtrace_csv(self.simtrace_rows))
         self.simtrace_rows = []
 
     def _upload_metrics(self) -> None:
         if self.metrics.records:
-            self._retrying("uploading metrics", self.store.put_text,
+            self.retrying("uploading metrics", self.store.put_text,
                            training_metrics_key(self.worker_index), self.metrics.to_json())
         self.last_metrics_upload = time.monotonic()
 
@@ -421,7 +375,7 @@ class SimulatorWorker:
             unfinished = int(self.active.sum())
             if unfinished and self.inputs.settings.schedule == "sync":
                 # Let the other workers play these episodes now instead of after the trainer's stall timeout.
-                self._retrying("releasing tickets", self.transport.release_tickets, self.policy_version, unfinished)
+                self.retrying("releasing tickets", self.transport.release_tickets, self.policy_version, unfinished)
             self._upload_simtrace()
             self._upload_metrics()
         except StopRequested:

@@ -15,10 +15,8 @@ import csv
 import io
 import json
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -29,15 +27,15 @@ from shared.deepracer_logs import episode_log_csv
 from shared.experience import Experience
 from shared.networks import PolicyNetwork, load_state_from_bytes, state_to_bytes
 from shared.run_files import RunFiles, load_run_files
+from shared.service import RunFailed, ServiceLoop, StopRequested
 from shared.store import (
     CHECKPOINTS_INDEX,
     EPISODE_LOG,
     HYPERPARAMETERS,
     ModelStore,
     ObjectNotFound,
-    StoreError,
 )
-from shared.transport import Backoff, RunTransport, TransportError
+from shared.transport import RunTransport
 from trainer.ppo import PPOSettings, make_optimizer, ppo_update
 
 log = logging.getLogger("hotlap.trainer")
@@ -45,14 +43,6 @@ log = logging.getLogger("hotlap.trainer")
 CONSUMER_NAME = "trainer"
 READ_BATCH = 16
 WAITING_LOG_EVERY_S = 15.0
-
-
-class StopRequested(Exception):
-    pass
-
-
-class RunFailed(Exception):
-    """Another process failed the run (e.g. the reward function broke in a worker)."""
 
 
 @dataclass
@@ -75,13 +65,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class TrainerService:
+class TrainerService(ServiceLoop):
     def __init__(self, config: TrainerConfig, transport: RunTransport, store: ModelStore):
+        super().__init__(transport, log)
         self.config = config
-        self.transport = transport
         self.store = store
-        self.stop_requested = False
-        self.backoff = Backoff()
         self.device = resolve_device(config.device)
         self.episode_rows: list[tuple[Any, ...]] = []
         self.best: dict[str, Any] | None = None
@@ -90,12 +78,12 @@ class TrainerService:
     # ------------------------------------------------------------------ entry
 
     def run(self) -> int:
-        self._install_signal_handlers()
+        self.install_signal_handlers()
         try:
             files = self._load_files()
-            if self._retrying("checking ip/done", self.store.is_done):
+            if self.retrying("checking ip/done", self.store.is_done):
                 log.info("run %s is already done (ip/done exists); nothing to train", self.config.run_id)
-                self._retrying("setting status", self.transport.set_status, "done")
+                self.retrying("setting status", self.transport.set_status, "done")
                 return 0
             self._setup(files)
             for version in range(self.version, self.max_iterations):
@@ -110,49 +98,16 @@ class TrainerService:
             log.info("stopped before the run finished; restart the trainer to resume from the latest version")
             return 0
         except ConfigError as e:
-            self._fail(str(e))
+            self.record_failure("trainer", str(e))
             return 1
         except RunFailed as e:
             log.error("run failed: %s", e)
             return 1
 
-    def _install_signal_handlers(self) -> None:
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            if self.stop_requested:
-                raise SystemExit(1)
-            log.info("signal %d: stopping after the current step", signum)
-            self.stop_requested = True
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
-
-    def _retrying(self, what: str, func: Any, *args: Any) -> Any:
-        while True:
-            try:
-                result = func(*args)
-                self.backoff.reset()
-                return result
-            except (TransportError, StoreError) as e:
-                if isinstance(e, ObjectNotFound):
-                    raise
-                if self.stop_requested:
-                    raise StopRequested() from e
-                delay = self.backoff.next_delay()
-                log.warning("%s failed (%s); retrying in %.1fs", what, e, delay)
-                time.sleep(delay)
-
-    def _fail(self, reason: str) -> None:
-        log.error("%s", reason)
-        try:
-            self.transport.report_error("trainer", reason)
-            self.transport.set_status("failed", reason)
-        except TransportError:
-            log.exception("could not record the failure in Redis")
-
     # ------------------------------------------------------------------ set-up
 
     def _load_files(self) -> RunFiles:
-        files: RunFiles = self._retrying("loading run files", load_run_files, self.store)
+        files: RunFiles = self.retrying("loading run files", load_run_files, self.store)
         return files
 
     def _setup(self, files: RunFiles) -> None:
@@ -167,7 +122,7 @@ class TrainerService:
         # DeepRacer prints the resolved dict after this line; deepracer-utils parses it.
         resolved = hp.to_json()
         log.info("Using the following hyper-parameters\n%s", resolved)
-        self._retrying("writing hyperparameters", self.store.put_text, HYPERPARAMETERS, resolved)
+        self.retrying("writing hyperparameters", self.store.put_text, HYPERPARAMETERS, resolved)
 
         obs_spec = observation_shapes(files.metadata.sensor, hp.stack_size)
         self.policy = PolicyNetwork(obs_spec, files.metadata.neural_network, files.metadata.action_spec())
@@ -181,20 +136,20 @@ class TrainerService:
             "action_space_type": files.metadata.action_space_type,
             "action_space": json.loads(files.metadata.model_dump_json())["action_space"],
         }
-        self._retrying("ensuring the consumer group", self.transport.ensure_group)
+        self.retrying("ensuring the consumer group", self.transport.ensure_group)
         self.version = self._resume_or_start()
-        self._retrying("setting status", self.transport.set_status, "running")
-        self._retrying("announcing version", self.transport.announce_version, self.version)
+        self.retrying("setting status", self.transport.set_status, "running")
+        self.retrying("announcing version", self.transport.announce_version, self.version)
         log.info("trainer on %s: iterations %d..%d, %d episodes per iteration, network %s", self.device,
                  self.version, self.max_iterations, self.episodes_per_iteration, files.metadata.neural_network)
 
     def _resume_or_start(self) -> int:
-        latest = self._retrying("reading latest version", self.store.latest_version)
+        latest = self.retrying("reading latest version", self.store.latest_version)
         if latest is None:
-            self._retrying("setting status", self.transport.set_status, "starting")
+            self.retrying("setting status", self.transport.set_status, "starting")
             self._publish(0, {})
             return 0
-        model = self._retrying("loading latest version", self.store.load_version, latest, True)
+        model = self.retrying("loading latest version", self.store.load_version, latest, True)
         load_state_from_bytes(self.policy, model.weights)
         if model.optimizer is not None:
             state = torch.load(io.BytesIO(model.optimizer), map_location=self.device, weights_only=True)
@@ -218,7 +173,7 @@ class TrainerService:
         schedule = self.files.settings.schedule
         oldest_accepted = version if schedule == "sync" else version - self.files.settings.max_staleness
         if schedule == "sync":
-            self._retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
+            self.retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
         batch = Batch()
         last_arrival = last_log = time.monotonic()
         while len(batch.episodes) < self.episodes_per_iteration:
@@ -227,8 +182,8 @@ class TrainerService:
                 break
             if self.stop_requested:
                 raise StopRequested()
-            self._check_run_not_failed()
-            deliveries = self._retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
+            self.check_run_not_failed()
+            deliveries = self.retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
                                         READ_BATCH, 1000, self.read_pending)
             if self.read_pending and not deliveries:
                 self.read_pending = False
@@ -238,12 +193,12 @@ class TrainerService:
                 if exp is None:
                     batch.dropped_corrupt += 1
                     log.warning("dropping unreadable experience %s: %s", delivery.entry_id, delivery.error)
-                    self._retrying("reporting", self.transport.report_error, "trainer",
+                    self.retrying("reporting", self.transport.report_error, "trainer",
                                    f"unreadable experience message {delivery.entry_id!r}: {delivery.error}")
-                    self._retrying("acking", self.transport.acknowledge, [delivery.entry_id])
+                    self.retrying("acking", self.transport.acknowledge, [delivery.entry_id])
                 elif exp.model_version < oldest_accepted or exp.model_version > version:
                     batch.dropped_stale += 1
-                    self._retrying("acking", self.transport.acknowledge, [delivery.entry_id])
+                    self.retrying("acking", self.transport.acknowledge, [delivery.entry_id])
                 else:
                     batch.episodes.append(exp)
                     batch.entry_ids.append(delivery.entry_id)
@@ -253,17 +208,12 @@ class TrainerService:
                 # Episodes whose worker died never arrive: let live workers play them again.
                 log.warning("no experience for %.0fs; reissuing %d episode tickets", now - last_arrival,
                             self.episodes_per_iteration - len(batch.episodes))
-                self._retrying("reissuing tickets", self.transport.reissue_tickets, version, len(batch.episodes))
+                self.retrying("reissuing tickets", self.transport.reissue_tickets, version, len(batch.episodes))
                 last_arrival = now
             if now - last_log > WAITING_LOG_EVERY_S:
                 log.info("iteration %d: %d/%d episodes", version, len(batch.episodes), self.episodes_per_iteration)
                 last_log = now
         return batch
-
-    def _check_run_not_failed(self) -> None:
-        status = self._retrying("reading run status", self.transport.status)
-        if status is not None and status.state == "failed":
-            raise RunFailed(status.reason)
 
     def _train(self, batch: Batch) -> dict[str, float]:
         started = time.monotonic()
@@ -281,12 +231,12 @@ class TrainerService:
         buffer = io.BytesIO()
         torch.save(self.optimizer.state_dict(), buffer)
         manifest = {**self.manifest_base, "training_stats": stats}
-        self._retrying("publishing model", self.store.publish_version, version, weights, manifest,
+        self.retrying("publishing model", self.store.publish_version, version, weights, manifest,
                        buffer.getvalue())
         if self.files.settings.schedule == "sync" and version < self.max_iterations:
             # Before the announcement, so workers that see the version find its tickets open.
-            self._retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
-        self._retrying("announcing version", self.transport.announce_version, version)
+            self.retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
+        self.retrying("announcing version", self.transport.announce_version, version)
         self._update_checkpoint_index(version, stats)
 
     def _update_checkpoint_index(self, version: int, stats: dict[str, float]) -> None:
@@ -299,24 +249,24 @@ class TrainerService:
         if self.best is None or metric >= self.best["avg_eval_metric"]:
             self.best = last
         index = {"best_checkpoint": self.best, "last_checkpoint": last}
-        self._retrying("writing checkpoint index", self.store.put_text, CHECKPOINTS_INDEX,
+        self.retrying("writing checkpoint index", self.store.put_text, CHECKPOINTS_INDEX,
                        json.dumps(index, indent=2))
 
     def _acknowledge(self, batch: Batch) -> None:
-        self._retrying("acking", self.transport.acknowledge, batch.entry_ids)
+        self.retrying("acking", self.transport.acknowledge, batch.entry_ids)
 
     def _log_iteration(self, version: int, batch: Batch, stats: dict[str, float]) -> None:
         for e in batch.episodes:
             self.episode_rows.append((version, e.model_version, e.worker_name, e.worker_index, e.episode,
                                       e.num_steps, round(e.total_reward, 4), round(e.progress, 4), e.status))
-        self._retrying("writing episode log", self.store.put_text, EPISODE_LOG, episode_log_csv(self.episode_rows))
+        self.retrying("writing episode log", self.store.put_text, EPISODE_LOG, episode_log_csv(self.episode_rows))
         progress = {
             "iteration": version + 1, "max_iterations": self.max_iterations,
             "episodes": len(self.episode_rows), "steps": batch.num_steps,
             "dropped_stale": batch.dropped_stale, "dropped_corrupt": batch.dropped_corrupt,
             **{k: round(v, 5) for k, v in stats.items()},
         }
-        self._retrying("writing progress", self.transport.set_progress, progress)
+        self.retrying("writing progress", self.transport.set_progress, progress)
         log.info("iteration %d/%d: %d episodes, %d steps, reward %.2f, progress %.1f%%, laps %d, "
                  "policy loss %.4f, value loss %.4f, entropy %.3f, kl %.4f, %.1fs",
                  version + 1, self.max_iterations, len(batch.episodes), batch.num_steps, stats["mean_reward"],
@@ -325,6 +275,6 @@ class TrainerService:
                  stats["train_seconds"])
 
     def _finish(self) -> None:
-        self._retrying("writing ip/done", self.store.mark_done)
-        self._retrying("setting status", self.transport.set_status, "done")
+        self.retrying("writing ip/done", self.store.mark_done)
+        self.retrying("setting status", self.transport.set_status, "done")
         log.info("run %s done: model version %d in %s", self.config.run_id, self.max_iterations, self.store.url)

@@ -41,6 +41,7 @@ log = logging.getLogger("hotlap.simulator")
 trace_log = logging.getLogger("hotlap.simtrace")
 
 IDLE_POLL_S = 0.05
+TICKET_RETRY_S = 1.0
 STREAM_FULL_WAIT_S = 0.5
 METRICS_UPLOAD_EVERY_S = 10.0
 
@@ -170,7 +171,7 @@ class SimulatorWorker(ServiceLoop):
         self.discrete = inputs.metadata.action_spec().kind == "discrete"
         self.num_cars = num_cars
         self.active = np.zeros(num_cars, dtype=bool)
-        self.tickets_exhausted = False
+        self.next_claim_at = 0.0
         self.episodes = [CarEpisode() for _ in range(num_cars)]
         self.obs = self.stack.reset(self.env.reset())
         self.car_sim_time = np.zeros(num_cars)
@@ -201,7 +202,7 @@ class SimulatorWorker(ServiceLoop):
             self._finish_iteration()
         log.info("acting with model version %d", latest)
         self.policy_version = latest
-        self.tickets_exhausted = False
+        self.next_claim_at = 0.0
 
     def _claim_episodes(self) -> None:
         idle = np.flatnonzero(~self.active)
@@ -210,13 +211,15 @@ class SimulatorWorker(ServiceLoop):
         if self.inputs.settings.schedule == "async":
             self._start_episodes(idle)
             return
-        if self.tickets_exhausted:
+        if time.monotonic() < self.next_claim_at:
             return
         claimed = []
         for car in idle:
             ticket = self.retrying("claiming an episode", self.transport.claim_ticket, self.policy_version)
             if ticket <= 0:
-                self.tickets_exhausted = True
+                # Quota used up. Ask again now and then: the trainer re-issues the tickets of
+                # episodes whose worker died, and a stopping worker hands its tickets back.
+                self.next_claim_at = time.monotonic() + TICKET_RETRY_S
                 break
             claimed.append(car)
         if claimed:

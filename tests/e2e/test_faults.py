@@ -177,3 +177,17 @@ def test_reward_function_error_fails_the_run_visibly(tmp_path: Path):
     assert "no_such_key" in result.stdout
     trainer_log = (tmp_path / "runs" / "broken" / "logs" / "processes" / "trainer.log").read_text()
     assert "run failed" in trainer_log
+
+
+def test_tickets_of_a_dead_worker_are_played_by_an_idle_worker(stack: Stack):
+    """A worker that found the quota used up picks up the tickets the trainer re-issues."""
+    from tests.e2e.test_pipeline import EPISODES_PER_ITERATION
+
+    stack.start("trainer", "trainer")
+    stack.wait_for_version(0)
+    for _ in range(EPISODES_PER_ITERATION):  # a worker that died right after claiming everything
+        assert stack.transport.claim_ticket(0) > 0
+    stack.start("w0", "simulator")
+    stack.wait_all(["trainer", "w0"])
+    assert_finished_run(stack.store)
+    assert "reissuing" in stack.log("trainer")

@@ -233,6 +233,7 @@ def stack() -> Iterator[Stack]:
         "HOTLAP_WORKERS": str(SIMULATORS),
         "HOTLAP_DEVICE": "cpu",
         "HOTLAP_SIM_TRACE_LOG": "0",
+        "HOTLAP_STALL_TIMEOUT_S": "15",  # the killed worker's episode is re-issued quickly
     }
     env_file = workdir / "compose.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))

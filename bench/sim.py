@@ -5,7 +5,7 @@
 
 A car-step is one car advanced by one env step, including the observation (camera render or lidar
 scan), the DeepRacer episode rules, building the reward params and calling a reward function
-(DeepRacer's "follow the centre line" example, loaded from source like a user's file), and the resets
+(hotlap's default centre-line reward function, loaded from source like a user's file), and the resets
 of cars whose episode ended. Actions come from a noisy pure-pursuit driver computed outside the
 timed region, so episodes last like a half-trained model's (some laps, some off-tracks).
 
@@ -28,6 +28,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -37,24 +38,9 @@ from simulator.env import EnvSettings, VectorRacingEnv  # noqa: E402
 from simulator.reward import load_reward_function  # noqa: E402
 from simulator.track import Track, load_track  # noqa: E402
 
-FOLLOW_CENTER_LINE = '''
-def reward_function(params):
-    """Reward staying near the centre line (the DeepRacer console's first example)."""
-    track_width = params["track_width"]
-    distance_from_center = params["distance_from_center"]
-    marker_1 = 0.1 * track_width
-    marker_2 = 0.25 * track_width
-    marker_3 = 0.5 * track_width
-    if distance_from_center <= marker_1:
-        reward = 1.0
-    elif distance_from_center <= marker_2:
-        reward = 0.5
-    elif distance_from_center <= marker_3:
-        reward = 0.1
-    else:
-        reward = 1e-3
-    return float(reward)
-'''
+# A typical centre-line reward function: the one `hotlap train` uses by default, loaded from
+# source like a user's file.
+FOLLOW_CENTER_LINE = (Path(__file__).resolve().parents[1] / "hotlap" / "defaults" / "reward_function.py").read_text()
 
 
 @dataclass(frozen=True)

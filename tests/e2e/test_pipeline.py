@@ -209,3 +209,29 @@ def test_hotlap_train_on_the_local_folder_store(tmp_path: Path):
                              "--output", str(png)], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert render.returncode == 0, render.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hotlap_train_on_s3_with_a_continuous_action_space(tmp_path: Path, s3_endpoint: str, s3_store_url: str):
+    """`hotlap train --store s3://...` seeds (and creates) the bucket; continuous actions, camera + lidar."""
+    metadata = tmp_path / "model_metadata.json"
+    metadata.write_text(json.dumps({
+        "action_space": {"steering_angle": {"low": -25, "high": 25}, "speed": {"low": 0.8, "high": 1.6}},
+        "action_space_type": "continuous", "sensor": ["FRONT_FACING_CAMERA", "LIDAR"], "version": "5",
+    }))
+    hp = tmp_path / "hyperparameters.json"
+    hp.write_text(json.dumps({**TINY_HYPERPARAMETERS, "term_cond_max_episodes": 2}))
+    result = subprocess.run(
+        [sys.executable, "-m", "hotlap", "train", "--workers", "1", "--cars-per-worker", "3", "--run-id", "s3-e2e",
+         "--store", s3_store_url, "--s3-endpoint-url", s3_endpoint, "--hyperparameters", str(hp),
+         "--model-metadata", str(metadata), "--max-steps", "30"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    store = ModelStore(open_store(s3_store_url, s3_endpoint))
+    assert store.latest_version() == 2 and store.is_done()
+    manifest = store.load_version(2).manifest
+    assert manifest["action_space_type"] == "continuous"
+    assert manifest["observation_spec"] == {"FRONT_FACING_CAMERA": [120, 160], "LIDAR": [64]}
+    trace = store.get_text("training-simtrace/0-iteration.csv").splitlines()
+    action = trace[1].split(",")[7]
+    assert action.startswith("[") and action.endswith("]") and len(action.split()) == 2  # "[steer speed]"

@@ -156,9 +156,11 @@ class RunTransport:
 
     @_wrap_errors
     def read_experience(self, consumer: str, count: int, block_ms: int = READ_BLOCK_MS,
-                        pending: bool = False) -> list[Delivery]:
-        """Read new entries (or, with pending=True, this consumer's delivered-but-unacked ones)."""
-        start = "0" if pending else ">"
+                        pending_after: bytes | None = None) -> list[Delivery]:
+        """Read new entries; or, with `pending_after` set, this consumer's delivered-but-unacked
+        entries with ids after it (b"0" for all), which is how a restarted trainer resumes."""
+        start = ">" if pending_after is None else pending_after
+        pending = pending_after is not None
         reply = self.client.xreadgroup(
             TRAINER_GROUP, consumer, {self.keys.experience: start}, count=count,
             block=None if pending else block_ms,

@@ -73,7 +73,8 @@ class TrainerService(ServiceLoop):
         self.device = resolve_device(config.device)
         self.episode_rows: list[tuple[Any, ...]] = []
         self.best: dict[str, Any] | None = None
-        self.read_pending = True  # after a restart, first re-read what the last trainer left unacked
+        # After a restart, first re-read what the last trainer left unacked, walking a cursor.
+        self.pending_cursor: bytes | None = b"0"
 
     # ------------------------------------------------------------------ entry
 
@@ -183,11 +184,14 @@ class TrainerService(ServiceLoop):
             if self.stop_requested:
                 raise StopRequested()
             self.check_run_not_failed()
+            wanted = min(READ_BATCH, self.episodes_per_iteration - len(batch.episodes))  # never more than the quota
             deliveries = self.retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
-                                        READ_BATCH, 1000, self.read_pending)
-            if self.read_pending and not deliveries:
-                self.read_pending = False
-                continue
+                                       wanted, 1000, self.pending_cursor)
+            if self.pending_cursor is not None:
+                if not deliveries:
+                    self.pending_cursor = None  # all re-read: from now on, new entries only
+                    continue
+                self.pending_cursor = deliveries[-1].entry_id
             for delivery in deliveries:
                 exp = delivery.experience
                 if exp is None:

@@ -95,6 +95,11 @@ def test_trainer_restart_resumes_from_the_latest_version(stack: Stack):
     stack.start("w0", "simulator")
     stack.start("w1", "simulator")
     stack.wait_for_version(1)
+    # Kill it while it holds delivered-but-unacked episodes of the iteration in progress.
+    deadline = time.monotonic() + TIMEOUT_S
+    while stack.transport.client.xpending(stack.transport.keys.experience, "trainer")["pending"] < 2:
+        assert time.monotonic() < deadline, "the trainer never held pending experience"
+        time.sleep(0.02)
     trainer.send_signal(signal.SIGKILL)
     trainer.wait()
     stack.start("trainer", "trainer")  # resumes: weights, optimizer and unacked experience

@@ -84,6 +84,8 @@ def assert_finished_run(store: ModelStore, worker_names: set[str] | None = None,
     assert store.is_done()
     rows = episode_rows(store)
     assert len(rows) == ITERATIONS * EPISODES_PER_ITERATION
+    episodes = [(row["worker_id"], row["episode"]) for row in rows]
+    assert len(set(episodes)) == len(episodes), "an episode was trained on twice"
     versions_by_worker: dict[str, set[int]] = defaultdict(set)
     for row in rows:
         assert row["model_version"].isdigit(), row  # every consumed message carried its version
@@ -235,3 +237,20 @@ def test_hotlap_train_on_s3_with_a_continuous_action_space(tmp_path: Path, s3_en
     trace = store.get_text("training-simtrace/0-iteration.csv").splitlines()
     action = trace[1].split(",")[7]
     assert action.startswith("[") and action.endswith("]") and len(action.split()) == 2  # "[steer speed]"
+
+
+def test_async_schedule_trains_on_bounded_stale_experience(tmp_path: Path):
+    """Workers never wait; the trainer takes episodes at most MAX_STALENESS (1) versions old."""
+    hp = tmp_path / "hyperparameters.json"
+    hp.write_text(json.dumps(TINY_HYPERPARAMETERS))
+    result = subprocess.run(
+        [sys.executable, "-m", "hotlap", "train", "--schedule", "async", "--workers", "2", "--run-id", "async-e2e",
+         "--runs-dir", str(tmp_path / "runs"), "--hyperparameters", str(hp), "--max-steps", "30"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    store = ModelStore(open_store(f"file://{tmp_path / 'runs' / 'async-e2e'}"))
+    assert store.list_versions() == list(range(ITERATIONS + 1)) and store.is_done()
+    rows = episode_rows(store)
+    assert len(rows) == ITERATIONS * EPISODES_PER_ITERATION
+    assert all(0 <= int(r["iteration"]) - int(r["model_version"]) <= 1 for r in rows)

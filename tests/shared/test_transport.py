@@ -45,10 +45,12 @@ def test_stream_delivers_acks_and_redelivers_unacked(transport: RunTransport):
     assert all(d.experience and d.experience.model_version == 2 for d in first)
     # Nothing new, but the unacked ones are still pending for this consumer (a restarted trainer).
     assert transport.read_experience("trainer", count=10, block_ms=10) == []
-    pending = transport.read_experience("trainer", count=10, pending=True)
-    assert [d.entry_id for d in pending] == [d.entry_id for d in first]
+    pending = transport.read_experience("trainer", count=2, pending_after=b"0")
+    assert [d.entry_id for d in pending] == [d.entry_id for d in first[:2]]
+    rest = transport.read_experience("trainer", count=10, pending_after=pending[-1].entry_id)
+    assert [d.entry_id for d in rest] == [first[2].entry_id]  # a cursor: nothing delivered twice
     transport.acknowledge([d.entry_id for d in first])
-    assert transport.read_experience("trainer", count=10, pending=True) == []
+    assert transport.read_experience("trainer", count=10, pending_after=b"0") == []
     assert transport.backlog() == 0
 
 

@@ -198,6 +198,15 @@ def test_hotlap_train_on_the_local_folder_store(tmp_path: Path):
 
     assert_deepracer_utils_reads(FSFileHandler(model_folder=str(tmp_path / "runs" / "local-e2e")), store)
 
+    # TrainingMetrics.json (worker 0) as deepracer-utils' metrics reader sees it.
+    from deepracer.logs.metrics import TrainingMetrics
+
+    metrics = TrainingMetrics(None, fname=str(tmp_path / "runs" / "local-e2e" / "metrics" / "TrainingMetrics.json"))
+    worker0 = [r for r in episode_rows(store) if r["worker_index"] == "0"]
+    training = metrics.getTraining()
+    assert len(training) == len(worker0)
+    assert sorted(training["complete"]) == sorted(int(r["status"] == "lap_complete") for r in worker0)
+
     # The workers' logs carry DeepRacer's SIM_TRACE_LOG lines, which deepracer-utils parses too.
     from deepracer.logs import SimulationLogsIO
 

@@ -372,7 +372,7 @@ class SimulatorWorker(ServiceLoop):
         self.last_metrics_upload = time.monotonic()
 
     def _flush_logs(self) -> None:
-        if self.worker_index < 0 or not hasattr(self, "inputs"):
+        if not hasattr(self, "active"):  # set-up never finished: nothing played, nothing to flush
             return
         try:
             unfinished = int(self.active.sum())

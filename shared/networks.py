@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import safetensors.torch
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
@@ -450,7 +451,7 @@ class PolicyNetwork(nn.Module):
 def state_to_bytes(module: nn.Module) -> bytes:
     """Serialise ``module.state_dict()`` to safetensors bytes (CPU, contiguous)."""
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in module.state_dict().items()}
-    return safetensors.torch.save(tensors, metadata={_FORMAT_KEY: _FORMAT_VALUE})
+    return save_safetensors(tensors, metadata={_FORMAT_KEY: _FORMAT_VALUE})
 
 
 def load_state_from_bytes(module: nn.Module, data: bytes) -> None:
@@ -464,7 +465,7 @@ def load_state_from_bytes(module: nn.Module, data: bytes) -> None:
         raise ModelFormatError(f"model weights must be bytes, got {type(data).__name__}")
     data = bytes(data)
     try:
-        tensors = safetensors.torch.load(data)
+        tensors = load_safetensors(data)
         metadata = _read_metadata(data)
     except Exception as e:  # the parser's own errors vary by version; wrap them all
         raise ModelFormatError(f"model weights are not a valid safetensors file ({len(data)} B): {e}") from e

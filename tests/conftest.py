@@ -118,3 +118,14 @@ def transport(redis_url: str, run_id: str) -> RunTransport:
 def s3_store_url(s3_endpoint: str) -> str:
     """A fresh bucket (created by the code under test) and model prefix per test."""
     return f"s3://hotlap-test-{uuid.uuid4().hex[:12]}/rl-deepracer-sagemaker"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Small models on a shared CPU: one intra-op thread is faster and does not fight other processes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

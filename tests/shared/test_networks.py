@@ -7,7 +7,6 @@ import copy
 import inspect
 import math
 import pickle
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -45,13 +44,7 @@ CASES = [(net, sensors, kind) for net in NETWORKS for sensors in SPECS for kind 
 _cache: dict[tuple[str, str, str], PolicyNetwork] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Small models on a shared CPU: one intra-op thread is faster and does not fight other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def spec_for(net: str, sensors: str) -> dict[str, tuple[int, ...]]:

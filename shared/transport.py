@@ -248,6 +248,16 @@ class RunTransport:
         return RunStatus(data[b"state"].decode(), data.get(b"reason", b"").decode())
 
     @_wrap_errors
+    def run_state(self) -> tuple[RunStatus | None, int | None]:
+        """Status and latest version in one round trip (what a worker checks every loop)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.status)
+        pipe.get(self.keys.model)
+        status, version = pipe.execute()
+        parsed = RunStatus(status[b"state"].decode(), status.get(b"reason", b"").decode()) if status else None
+        return parsed, None if version is None else int(version)
+
+    @_wrap_errors
     def set_progress(self, fields: dict[str, Any]) -> None:
         self.client.hset(self.keys.progress, mapping={k: str(v) for k, v in fields.items()})
 

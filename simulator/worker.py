@@ -31,7 +31,7 @@ from shared.networks import PolicyNetwork, load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
 from shared.service import RunFailed, ServiceLoop, StopRequested
 from shared.store import REWARD_FUNCTION, ModelStore
-from shared.transport import RunTransport
+from shared.transport import RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
 from simulator.reward import RewardFunctionError, hang_guard, load_reward_function
 from simulator.stacking import ObservationStack
@@ -42,6 +42,7 @@ trace_log = logging.getLogger("hotlap.simtrace")
 
 IDLE_POLL_S = 0.05
 TICKET_RETRY_S = 1.0
+RUN_STATE_POLL_S = 0.05
 STREAM_FULL_WAIT_S = 0.5
 METRICS_UPLOAD_EVERY_S = 10.0
 
@@ -102,8 +103,11 @@ class SimulatorWorker(ServiceLoop):
         try:
             self._wait_for_run()
             self._setup()
-            while not self.stop_requested and not self._run_finished():
-                self._refresh_policy()
+            while not self.stop_requested:
+                status, latest = self._poll_run_state()
+                if status is not None and status.state == "done":
+                    break
+                self._refresh_policy(latest)
                 self._claim_episodes()
                 if not self.active.any():
                     time.sleep(IDLE_POLL_S)
@@ -130,10 +134,9 @@ class SimulatorWorker(ServiceLoop):
         """Wait until the trainer has published version 0 (or the run ended)."""
         announced = False
         while not self.stop_requested:
-            status = self.retrying("reading run status", self.transport.status)
+            status, version = self.retrying("reading run state", self.transport.run_state)
             if status is not None and status.state == "failed":
                 raise RunFailed(status.reason)
-            version = self.retrying("reading model version", self.transport.latest_version)
             if status is not None and status.state in ("running", "done") and version is not None:
                 return
             if not announced:
@@ -172,6 +175,8 @@ class SimulatorWorker(ServiceLoop):
         self.num_cars = num_cars
         self.active = np.zeros(num_cars, dtype=bool)
         self.next_claim_at = 0.0
+        self.next_state_poll_at = 0.0
+        self.run_state: tuple[RunStatus | None, int | None] = (None, None)
         self.episodes = [CarEpisode() for _ in range(num_cars)]
         self.obs = self.stack.reset(self.env.reset())
         self.car_sim_time = np.zeros(num_cars)
@@ -181,14 +186,19 @@ class SimulatorWorker(ServiceLoop):
 
     # ------------------------------------------------------------------ loop steps
 
-    def _run_finished(self) -> bool:
-        status = self.retrying("reading run status", self.transport.status)
+    def _poll_run_state(self) -> tuple[RunStatus | None, int | None]:
+        """Run status and latest version, read at most every RUN_STATE_POLL_S: one round trip,
+        not one per step, however fast the cars step."""
+        now = time.monotonic()
+        if now >= self.next_state_poll_at:
+            self.run_state = self.retrying("reading run state", self.transport.run_state)
+            self.next_state_poll_at = now + RUN_STATE_POLL_S
+        status, latest = self.run_state
         if status is not None and status.state == "failed":
             raise RunFailed(status.reason)
-        return status is not None and status.state == "done"
+        return status, latest
 
-    def _refresh_policy(self) -> None:
-        latest = self.retrying("reading model version", self.transport.latest_version)
+    def _refresh_policy(self, latest: int | None) -> None:
         if latest is None or latest == self.policy_version:
             return
         sync = self.inputs.settings.schedule == "sync"

@@ -176,3 +176,11 @@ def test_released_tickets_can_be_claimed_again(transport: RunTransport):
     assert [transport.claim_ticket(1), transport.claim_ticket(1), transport.claim_ticket(1)] == [1, 2, 0]
     transport.release_tickets(1, 1)
     assert transport.claim_ticket(1) == 2
+
+
+def test_run_state_reads_status_and_version_together(transport: RunTransport):
+    assert transport.run_state() == (None, None)
+    transport.set_status("running")
+    transport.announce_version(2)
+    status, version = transport.run_state()
+    assert status is not None and status.state == "running" and version == 2

@@ -2,7 +2,8 @@
 
     publish version 0 (or resume from the store's latest version)
     for each iteration: open tickets → collect episodes of the current version → ppo_update
-                        → publish version k+1 (files, then the latest pointer) → ack the episodes
+                        → log the episodes → publish version k+1 (files, then the latest pointer)
+                        → ack the episodes
     write ip/done, set status done
 
 Experience is acknowledged only after the version trained on it is published, so a trainer that
@@ -90,9 +91,11 @@ class TrainerService(ServiceLoop):
             for version in range(self.version, self.max_iterations):
                 batch = self._collect(version)
                 stats = self._train(batch)
+                # Log before publishing: a trainer killed in between re-trains this iteration
+                # on resume, and the reloaded log drops rows of iterations that were never published.
+                self._log_iteration(version, batch, stats)
                 self._publish(version + 1, stats)
                 self._acknowledge(batch)
-                self._log_iteration(version, batch, stats)
             self._finish()
             return 0
         except StopRequested:
@@ -155,17 +158,18 @@ class TrainerService(ServiceLoop):
         if model.optimizer is not None:
             state = torch.load(io.BytesIO(model.optimizer), map_location=self.device, weights_only=True)
             self.optimizer.load_state_dict(state)
-        self._load_episode_log()
+        self._load_episode_log(latest)
         log.info("resuming from model version %d", latest)
         return latest
 
-    def _load_episode_log(self) -> None:
+    def _load_episode_log(self, latest: int) -> None:
+        """Rows of the iterations that produced versions 1..latest; later rows are re-logged."""
         try:
             text = self.store.get_text(EPISODE_LOG)
         except ObjectNotFound:
             return
         rows = list(csv.reader(io.StringIO(text)))[1:]
-        self.episode_rows = [tuple(row) for row in rows]
+        self.episode_rows = [tuple(row) for row in rows if int(row[0]) < latest]
 
     # ------------------------------------------------------------------ iteration steps
 

@@ -6,8 +6,9 @@
 # 1. (root) apt-get installs what is missing: redis-server, docker.io, debootstrap, ...
 # 2. in the background: starts dockerd if none runs, installs `docker compose` v2 and builds
 #    the offline images (infra/build-offline-images.sh; each skipped when up to date). With
-#    CI=true and all of that done, HOTLAP_REQUIRE_COMPOSE=1 makes the compose test fail rather
-#    than skip. HOTLAP_NO_DOCKER=1 skips this step (the compose test then skips).
+#    CI=true, HOTLAP_REQUIRE_COMPOSE=1 makes the compose test fail rather than skip, also when
+#    the engine or the images could not be set up. HOTLAP_NO_DOCKER=1 skips this step (the
+#    compose test then skips, outside CI).
 # 3. creates .venv if missing and pip install -e '.[test]' (again when pyproject.toml changed)
 # 4. starts a redis-server and a moto_server (S3) on free loopback ports, for the tests:
 #    HOTLAP_TEST_REDIS_URL, HOTLAP_TEST_S3_ENDPOINT (both stopped on exit)
@@ -105,13 +106,15 @@ if [ -n "$DOCKER_SETUP_PID" ]; then
   sed 's/^/  | /' "$TMP/docker-setup.log" >&2
   if [ "$docker_rc" = 0 ]; then
     hl_log "docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), compose $(docker compose version --short 2>/dev/null || echo '?')"
-    if [ "${CI:-}" = true ]; then
-      export HOTLAP_REQUIRE_COMPOSE=1
-    fi
   else
     docker info >/dev/null 2>&1 || STARTED_DOCKERD=0
-    hl_log "WARNING: Docker engine or offline images not available (exit $docker_rc): the compose test will skip"
+    hl_log "WARNING: Docker engine or offline images not available (exit $docker_rc): the compose test will skip (fail in CI)"
   fi
+fi
+
+# CI must exercise compose: a broken engine or image build fails the compose test, never skips it.
+if [ "${CI:-}" = true ]; then
+  export HOTLAP_REQUIRE_COMPOSE=1
 fi
 
 # ------------------------------------------------------------------ 5. the tests

@@ -132,30 +132,35 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     policy: object | None = None
     sensors: tuple[str, ...] = ("STEREO_CAMERAS",) if args.stereo else ("FRONT_FACING_CAMERA",)
+    stack_size = 1
     if args.model:
-        policy, sensors = _load_policy(args.model, args.s3_endpoint_url, args.version)
+        policy, sensors, stack_size = _load_policy(args.model, args.s3_endpoint_url, args.version)
     result = render_png(load_track(args.track), sensors, args.output, steps=args.steps, frames=args.frames,
-                        policy=policy, reverse=args.reverse)
+                        policy=policy, reverse=args.reverse, stack_size=stack_size)
     driver = f"model {args.model}" if args.model else "centre-line pure pursuit"
     print(f"wrote {args.output}: {len(result.frames)} camera frames and the trajectory of {driver} "
           f"({len(result.trajectory)} steps, {result.status}, progress {result.progress:.1f}%)")
     return 0
 
 
-def _load_policy(store_url: str, s3_endpoint_url: str | None, version: int | None) -> tuple[object, tuple[str, ...]]:
-    from shared.config import ModelMetadata, observation_shapes
+def _load_policy(store_url: str, s3_endpoint_url: str | None,
+                 version: int | None) -> tuple[object, tuple[str, ...], int]:
+    """(policy, sensors, stack_size) of a run's model version, as its workers built it."""
+    from shared.config import Hyperparameters, ModelMetadata, observation_shapes
     from shared.networks import PolicyNetwork, load_state_from_bytes
-    from shared.store import MODEL_METADATA
+    from shared.store import HYPERPARAMETERS, MODEL_METADATA
 
     store = ModelStore(open_store(store_url, s3_endpoint_url))
     metadata = ModelMetadata.parse(store.get_text(MODEL_METADATA), f"{store.url}/{MODEL_METADATA}")
+    stack_size = Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}").stack_size
     chosen = version if version is not None else store.latest_version()
     if chosen is None:
         raise StoreError(f"{store.url}: no model version published yet")
-    policy = PolicyNetwork(observation_shapes(metadata.sensor), metadata.neural_network, metadata.action_spec())
+    policy = PolicyNetwork(observation_shapes(metadata.sensor, stack_size), metadata.neural_network,
+                           metadata.action_spec())
     load_state_from_bytes(policy, store.load_version(chosen).weights)
     policy.eval()
-    return policy, tuple(metadata.sensor)
+    return policy, tuple(metadata.sensor), stack_size
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.env import EnvSettings, VectorRacingEnv
+from simulator.stacking import ObservationStack
 from simulator.track import Track
 
 CAMERAS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS")
@@ -56,22 +57,26 @@ class Drive:
 
 
 def drive(env: VectorRacingEnv, steps: int, frame_count: int, policy: object | None = None,
-          speed: float = 1.0) -> Drive:
+          speed: float = 1.0, stack_size: int = 1) -> Drive:
+    """Drive one car; the policy sees the last `stack_size` observations, as in training."""
     obs = env.reset()
+    stack = ObservationStack(stack_size)
+    policy_obs = stack.reset(obs)
     camera = next(name for name in CAMERAS if name in obs)
     frames, points = [], []
     x, y, heading = env_pose(env)
     status, progress = "prepare", 0.0
     for _ in range(steps):
         if policy is not None:
-            act = policy.act(obs, deterministic=True)  # type: ignore[attr-defined]
+            act = policy.act(policy_obs, deterministic=True)  # type: ignore[attr-defined]
             steering, target_speed = act.steering_deg, act.speed
         else:
             steering, target_speed = pure_pursuit(env.track, x, y, heading), np.full(1, speed, np.float32)
-        image = obs[camera][0]
+        image = obs[camera][0]  # this step's frame (first lens), not the stack
         frames.append(image[0] if image.ndim == 3 else image)
         result = env.step(np.asarray(steering, np.float32), np.asarray(target_speed, np.float32))
         obs = result.obs
+        policy_obs = stack.push(obs)
         x, y, heading = result.x, result.y, result.heading
         points.append((float(x[0]), float(y[0])))
         status, progress = str(result.status[0]), float(result.progress[0])
@@ -135,11 +140,11 @@ def _densify(points: np.ndarray, spacing: float) -> np.ndarray:
 
 
 def render_png(track: Track, sensors: tuple[str, ...], output: Path, steps: int = 400, frames: int = 6,
-               policy: object | None = None, reverse: bool = False) -> Drive:
+               policy: object | None = None, reverse: bool = False, stack_size: int = 1) -> Drive:
     env = VectorRacingEnv(track, 1, EnvSettings(sensors=sensors, max_steps=steps, reverse=reverse,
                                                 round_robin_advance=0.0, stagger_starts=False),
                           reward_function=lambda params: 1.0)
-    result = drive(env, steps, frames, policy)
+    result = drive(env, steps, frames, policy, stack_size=stack_size)
     strip = frame_strip(result.frames)
     top_down = track_map(env.track, result.trajectory, strip.shape[1])
     spacer = np.full((8, strip.shape[1], 3), 255, np.uint8)

@@ -84,3 +84,25 @@ def test_follow_center_line_example() -> None:
     assert follow_center_line({**params, "distance_from_center": 0.2}) == 0.5
     assert follow_center_line({**params, "distance_from_center": 0.45}) == 0.1
     assert follow_center_line({**params, "distance_from_center": 0.6}) == 1e-3
+
+
+@pytest.mark.parametrize(
+    "sensors",
+    [("FRONT_FACING_CAMERA",), ("STEREO_CAMERAS",), ("FRONT_FACING_CAMERA", "LIDAR"),
+     ("STEREO_CAMERAS", "SECTOR_LIDAR"), ("FRONT_FACING_CAMERA", "DISCRETIZED_SECTOR_LIDAR")],
+)
+def test_observations_kept_across_steps_keep_their_values(sensors):
+    """A learner's replay buffer keeps the returned arrays: later steps must not overwrite them."""
+    settings = EnvSettings(sensors=sensors, max_steps=8)
+    single = HotlapRacingEnv(track="Oval_track", actions=[(0.0, 1.0), (20.0, 1.0)], settings=settings)
+    vector = HotlapVectorEnv(3, track="Oval_track", actions=[(0.0, 1.0), (20.0, 1.0)], settings=settings)
+    for env, step in ((single, lambda: single.step(1)[0]), (vector, lambda: vector.step(np.ones(3, np.int64))[0])):
+        kept = [env.reset(seed=3)[0]]
+        copies = [{name: value.copy() for name, value in kept[0].items()}]
+        for _ in range(12):  # through episode ends and autoresets
+            obs = step()
+            kept.append(obs)
+            copies.append({name: value.copy() for name, value in obs.items()})
+        for obs, copy in zip(kept, copies, strict=True):
+            for name in sensors:
+                np.testing.assert_array_equal(obs[name], copy[name])

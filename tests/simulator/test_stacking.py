@@ -6,6 +6,7 @@ from shared.networks import ActionSpec, PolicyNetwork
 from simulator.stacking import ObservationStack
 
 SENSORS = {"FRONT_FACING_CAMERA": (120, 160), "STEREO_CAMERAS": (2, 120, 160), "LIDAR": (64,)}
+EVERY_SENSOR = {**SENSORS, "SECTOR_LIDAR": (8,), "DISCRETIZED_SECTOR_LIDAR": (64,)}
 
 
 def frame(value: int, shape: tuple[int, ...], cars: int = 3) -> np.ndarray:
@@ -42,3 +43,21 @@ def test_networks_accept_stacked_stereo_and_lidar():
     stack = ObservationStack(2)
     obs = stack.reset({"STEREO_CAMERAS": frame(5, SENSORS["STEREO_CAMERAS"], 2), "LIDAR": frame(1, (64,), 2)})
     assert policy.act(obs).action.shape == (2,)
+
+
+@pytest.mark.parametrize("sensor", list(EVERY_SENSOR))
+def test_stacks_handed_out_earlier_never_change(sensor):
+    """Callers keep stacks across steps (episode buffers): a later push or reset must not rewrite them."""
+    shape = EVERY_SENSOR[sensor]
+    stack = ObservationStack(3)
+    kept = [stack.reset({sensor: frame(0, shape)})[sensor]]
+    for value in range(1, 6):
+        kept.append(stack.push({sensor: frame(value, shape)})[sensor])
+    kept.append(stack.reset({sensor: frame(9, shape)}, car_ids=np.array([1]))[sensor])
+    history = [0, 0, 0, 1, 2, 3, 4, 5]  # what car 0 saw, oldest first
+    for t, obs in enumerate(kept[:-1]):
+        newest_three = history[t : t + 3]
+        per_entry = obs[0].reshape(3, -1)[:, 0]  # the first value of each stacked observation
+        assert per_entry.tolist() == newest_three, (sensor, t)
+        assert not obs.flags.writeable
+    assert kept[-1][1].reshape(3, -1)[:, 0].tolist() == [9, 9, 9]

@@ -32,7 +32,8 @@ def _add_run_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     files.add_argument("--hyperparameters", type=Path, help="hyperparameters.json")
     run = parser.add_argument_group("run settings")
     run.add_argument("--track", default=env.get("HOTLAP_TRACK", "reInvent2019_track"),
-                     help="DeepRacer track name (see `hotlap tracks`)")
+                     help="DeepRacer track name (see `hotlap tracks`) or a track .npy file, "
+                          "which is stored with the run")
     run.add_argument("--reverse", action="store_true", default=env.get("HOTLAP_REVERSE", "") in ("1", "true"),
                      help="drive the track in the other direction")
     run.add_argument("--max-iterations", type=int, default=_int_or_none(env.get("HOTLAP_MAX_ITERATIONS")),

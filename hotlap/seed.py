@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from simulator.reward import RewardFunctionError, load_reward_function
-
 from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
 from shared.run_files import RunFiles, save_run_files
-from shared.store import ModelStore, S3Store
-from simulator.track import TrackError, load_track
+from shared.store import ModelStore, S3Store, sha256
+from simulator.reward import RewardFunctionError, load_reward_function
+from simulator.track import TrackError, read_user_track
 
 REWARD_FILE = "reward_function.py"
 METADATA_FILE = "model_metadata.json"
@@ -89,12 +88,18 @@ def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations
         load_reward_function(reward_text, reward_name, time_limit_s=settings.reward_time_limit_s)
     except RewardFunctionError as e:
         problems.append(str(e))
+    track_npy = None
     try:
-        load_track(settings.track)
-    except (TrackError, FileNotFoundError) as e:
+        track, track_npy = read_user_track(settings.track)
+    except TrackError as e:
         problems.append(f"track {settings.track!r}: {e}")
     if problems or metadata is None or hyperparameters is None:
         raise SeedError("cannot start the run:\n" + "\n".join(problems))
+    if track_npy is not None:
+        # A track file travels with the run (next to training_params.yaml): workers on other
+        # machines read it from the store, not from this machine's path.
+        settings = settings.model_copy(update={"track": track.name, "track_file": f"{track.name}.npy",
+                                               "track_sha256": sha256(track_npy)})
 
     # DeepRacer counts term_cond_max_episodes in training iterations; explicit overrides win.
     if episodes_per_iteration is not None:
@@ -103,7 +108,7 @@ def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations
     hyperparameters = hyperparameters.model_copy(update={"term_cond_max_episodes": iterations})
     settings = settings.model_copy(update={"max_iterations": iterations})
     return RunFiles(settings=settings, metadata=metadata, hyperparameters=hyperparameters,
-                    reward_source=reward_text)
+                    reward_source=reward_text, track_npy=track_npy)
 
 
 def seed_store(store: ModelStore, files: RunFiles) -> None:

@@ -287,6 +287,10 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     track: str = Field("reInvent2019_track", alias="WORLD_NAME")
+    # A track given as a .npy file travels with the run: stored under this key next to
+    # training_params.yaml, with its sha256, so every worker drives the same track.
+    track_file: str | None = Field(None, alias="TRACK_FILE", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.npy$")
+    track_sha256: str | None = Field(None, alias="TRACK_SHA256", pattern=r"^[0-9a-f]{64}$")
     reverse: bool = Field(False, alias="REVERSE_DIR")
     change_start_position: bool = Field(True, alias="CHANGE_START_POSITION")
     round_robin_advance: float = Field(0.05, ge=0.0, lt=1.0, alias="ROUND_ROBIN_ADVANCE_DIST")

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import Hyperparameters, ModelMetadata, RunSettings
-from shared.store import HYPERPARAMETERS, MODEL_METADATA, REWARD_FUNCTION, TRAINING_PARAMS, ModelStore
+from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
+from shared.store import (
+    HYPERPARAMETERS,
+    MODEL_METADATA,
+    REWARD_FUNCTION,
+    TRAINING_PARAMS,
+    ModelStore,
+    ObjectNotFound,
+    sha256,
+)
 
 
 @dataclass(frozen=True)
@@ -14,21 +22,46 @@ class RunFiles:
     metadata: ModelMetadata
     hyperparameters: Hyperparameters
     reward_source: str
+    # The bytes of a track given as a .npy file (settings.track_file names it in the store);
+    # None for a packaged DeepRacer track.
+    track_npy: bytes | None = None
 
 
 def load_run_files(store: ModelStore) -> RunFiles:
     """Raises ConfigError naming the file on bad content, StoreError when the store can't be read."""
+    settings = RunSettings.parse(store.get_text(TRAINING_PARAMS), f"{store.url}/{TRAINING_PARAMS}")
     return RunFiles(
-        settings=RunSettings.parse(store.get_text(TRAINING_PARAMS), f"{store.url}/{TRAINING_PARAMS}"),
+        settings=settings,
         metadata=ModelMetadata.parse(store.get_text(MODEL_METADATA), f"{store.url}/{MODEL_METADATA}"),
         hyperparameters=Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}"),
         reward_source=store.get_text(REWARD_FUNCTION),
+        track_npy=_stored_track(store, settings),
     )
 
 
+def _stored_track(store: ModelStore, settings: RunSettings) -> bytes | None:
+    """The run's track file, checked against the sha256 recorded in training_params.yaml."""
+    key = settings.track_file
+    if key is None:
+        return None
+    where = f"{store.url}/{key}"
+    try:
+        data = store.objects.get(key)
+    except ObjectNotFound as e:
+        raise ConfigError(where, [f"the track file named by {TRAINING_PARAMS} (TRACK_FILE) is missing"]) from e
+    if settings.track_sha256 is not None and sha256(data) != settings.track_sha256:
+        raise ConfigError(where, [f"sha256 {sha256(data)} differs from TRACK_SHA256 {settings.track_sha256} "
+                                  f"in {TRAINING_PARAMS}"])
+    return data
+
+
 def save_run_files(store: ModelStore, files: RunFiles) -> None:
-    """Seed a run: the reward function and settings first, model metadata last."""
+    """Seed a run: the reward function, the track file and settings first, model metadata last."""
     store.put_text(REWARD_FUNCTION, files.reward_source)
     store.put_text(HYPERPARAMETERS, files.hyperparameters.to_json())
+    if files.track_npy is not None:
+        if files.settings.track_file is None:
+            raise ValueError("RunFiles.track_npy is set but settings.track_file names no key for it")
+        store.objects.put(files.settings.track_file, files.track_npy)
     store.put_text(TRAINING_PARAMS, files.settings.to_yaml())
     store.put_text(MODEL_METADATA, files.metadata.to_json())

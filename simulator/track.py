@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import io
 import math
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -311,26 +314,85 @@ def _packaged_tracks() -> dict[str, importlib.resources.abc.Traversable]:
 
 
 def available_tracks() -> list[str]:
-    """Names of the packaged tracks, sorted."""
+    """Names of the packaged tracks, sorted: all 127 routes of DeepRacer's simapp (deepracer-formats.md §8)."""
     return sorted(_packaged_tracks())
 
 
+def is_packaged(name: str) -> bool:
+    """True when ``name`` is one of the DeepRacer tracks hotlap ships."""
+    return name in _packaged_tracks()
+
+
 def load_track(name_or_path: str | os.PathLike[str]) -> Track:
-    """Load a packaged track by name (``"reInvent2019_track"``) or any ``.npy`` file by path."""
+    """Load a packaged track by name (``"reInvent2019_track"``) or any ``.npy`` file by path.
+
+    Raises TrackError naming the track or file and the problem.
+    """
     text = os.fspath(name_or_path)
     packaged = _packaged_tracks()
     if text in packaged:
         with packaged[text].open("rb") as handle:
             return Track.from_array(_read_npy(handle, f"{text}.npy"), name=text, source=f"{text}.npy")
-    path = Path(text)
-    if path.suffix == ".npy" or os.sep in text or path.exists():
-        if not path.is_file():
-            raise TrackError(f"{text}: no such track file")
-        with path.open("rb") as handle:
-            return Track.from_array(_read_npy(handle, text), name=path.stem, source=text)
-    close = difflib.get_close_matches(text, packaged, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see simulator.track.available_tracks()"
-    raise TrackError(f"unknown track {text!r}{hint}")
+    if _looks_like_a_path(text):
+        return track_from_npy_bytes(read_track_file(text), Path(text).stem, text)
+    raise TrackError(f"unknown track {text!r}{_suggestions(text, packaged)}")
+
+
+TRACK_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def read_user_track(name_or_path: str) -> tuple[Track, bytes | None]:
+    """A run's track as the user gives it: a packaged name, or a ``.npy`` file to store with the run.
+
+    Returns the validated Track and, for a file, its bytes (None for a packaged track). The
+    track's name is the file's stem, which must be a plain name (it names the file in the store).
+    Raises TrackError naming the file and the problem.
+    """
+    if is_packaged(name_or_path) or not _looks_like_a_path(name_or_path):
+        return load_track(name_or_path), None
+    data = read_track_file(name_or_path)
+    name = Path(name_or_path).stem
+    if not TRACK_NAME_PATTERN.fullmatch(name):
+        raise TrackError(f"{name_or_path}: the file name {name!r} must be letters, digits, '_', '.', '-' "
+                         "(it becomes the track's name, WORLD_NAME)")
+    return track_from_npy_bytes(data, name, name_or_path), data
+
+
+def read_track_file(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as error:
+        raise TrackError(f"{os.fspath(path)}: no such track file") from error
+    except OSError as error:
+        raise TrackError(f"{os.fspath(path)}: cannot read the track file ({error.strerror})") from error
+
+
+def track_from_npy_bytes(data: bytes, name: str, source: str) -> Track:
+    """Validate the bytes of a DeepRacer ``.npy`` route (never unpickled) and build the Track."""
+    return Track.from_array(_read_npy(io.BytesIO(data), source), name=name, source=source)
+
+
+def load_run_track(name: str, stored: bytes | None, source: str) -> Track:
+    """The track a run drives: the file stored with the run when there is one, else the packaged track.
+
+    Workers call this with what they read from the store, never with a path of the machine that
+    seeded the run, so every worker drives the same track. Raises TrackError.
+    """
+    if stored is not None:
+        return track_from_npy_bytes(stored, name, source)
+    if not is_packaged(name):
+        raise TrackError(f"track {name!r} is not a packaged DeepRacer track and no track file is stored "
+                         f"with the run{_suggestions(name, _packaged_tracks())}")
+    return load_track(name)
+
+
+def _looks_like_a_path(text: str) -> bool:
+    return text.endswith(".npy") or os.sep in text or Path(text).exists()
+
+
+def _suggestions(text: str, packaged: Iterable[str]) -> str:
+    close = difflib.get_close_matches(text, list(packaged), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else "; `hotlap tracks` lists the packaged tracks"
 
 
 def _read_npy(handle: IO[bytes], where: str) -> np.ndarray:

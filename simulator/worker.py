@@ -35,7 +35,7 @@ from shared.transport import RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
 from simulator.reward import RewardFunctionError, hang_guard, load_reward_function
 from simulator.stacking import ObservationStack
-from simulator.track import load_track
+from simulator.track import TrackError, load_run_track
 
 log = logging.getLogger("hotlap.simulator")
 trace_log = logging.getLogger("hotlap.simtrace")
@@ -156,7 +156,11 @@ class SimulatorWorker(ServiceLoop):
         except RewardFunctionError as e:
             self.record_failure(self.config.worker_name, str(e))
             raise RunFailed(str(e)) from e
-        track = load_track(settings.track)
+        try:
+            track = load_run_track(settings.track, inputs.track_npy, f"{self.store.url}/{settings.track_file}")
+        except TrackError as e:
+            self.record_failure(self.config.worker_name, str(e))
+            raise RunFailed(str(e)) from e
         num_cars = self.config.cars_per_worker or settings.cars_per_worker
         env_settings = EnvSettings(
             sensors=tuple(inputs.metadata.sensor),

@@ -70,6 +70,7 @@ def test_tracks_lists_name_length_width_and_direction(tmp_path: Path):
     result = hotlap("tracks", cwd=tmp_path)
     assert result.returncode == 0
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
-    assert len(rows) > 100
+    assert len(rows) == 127  # every DeepRacer route (deepracer-formats.md §8)
     assert rows["reInvent2019_track"][1:] == ["23.12", "1.07", "loop", "ccw"]
     assert rows["2022_april_open_cw"][-1] == "cw"
+    assert rows["Straight_track"][-2:] == ["open", "ccw"] and rows["penbay_pro_cw"][-1] == "cw"

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import importlib.resources
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from simulator.track import Track, TrackError, available_tracks, load_track
+from simulator.track import Track, TrackError, available_tracks, is_packaged, load_track
 from tests.simulator.synthetic import (
     circle_rows,
     circle_track,
@@ -33,18 +34,38 @@ def test_packaged_reinvent2019_matches_deepracer_facts(reinvent: Track) -> None:
     assert reinvent.row_width.min() == pytest.approx(1.0668, abs=1e-3)
 
 
-def test_available_tracks_lists_the_packaged_files() -> None:
+# The 15 routes added last (issue 6 item 11): open, figure-eight, clockwise and building variants.
+ADDED_ROUTES = {
+    "2024_reinvent_champ_cw", "AWS_track", "Albert", "Austin", "Bowtie_track", "Monaco", "Monaco_building",
+    "Singapore_f1", "Straight_track", "caecer_loop", "hamption_pro", "jyllandsringen_pro", "penbay_pro_cw",
+    "reInvent2019_wide_cw", "red_star_pro_cw",
+}
+
+
+def test_available_tracks_are_all_127_deepracer_routes() -> None:
     names = available_tracks()
-    assert len(names) == 112
-    assert {"reInvent2019_track", "Oval_track", "reinvent_base", "2024_reinvent_champ_ccw"} <= set(names)
+    assert len(names) == 127  # simapp bundle/routes, tracks.txt (deepracer-formats.md §8)
+    assert ADDED_ROUTES | {"reInvent2019_track", "Oval_track", "reinvent_base", "2024_reinvent_champ_ccw"} <= set(names)
     assert names == sorted(names)
+    assert all(is_packaged(name) for name in names) and not is_packaged("my_track")
 
 
-def test_every_packaged_track_loads() -> None:
-    for name in available_tracks():
-        track = load_track(name)
-        assert track.closed and track.length > 10
-        assert np.all(track.segment_length > 1e-9), name
+def _simapp_row_count(rows: np.ndarray) -> int:
+    """Rows left after the simapp's sanitisation: consecutive centre duplicates (1e-9 m) go, the closing row stays."""
+    step = np.hypot(*np.diff(rows[:, 0:2], axis=0).T)
+    return len(rows) - int(np.count_nonzero(step <= 1e-9))
+
+
+@pytest.mark.parametrize("name", available_tracks())
+def test_every_packaged_route_loads_as_the_simapp_loads_it(name: str) -> None:
+    rows = np.load(importlib.resources.files("simulator") / "tracks" / f"{name}.npy", allow_pickle=False)
+    track = load_track(name)
+    assert track.closed == (name != "Straight_track")  # the one open strip
+    assert track.num_waypoints == _simapp_row_count(rows)
+    assert np.all(track.segment_length > 1e-9), name
+    assert track.length > 5
+    centre = track.point_at(np.linspace(0, track.length, 200, endpoint=False))
+    assert track.on_road(centre).all()  # the centre line is on the road, figure-eights too
 
 
 def test_load_by_path_uses_the_file_stem(tmp_path: Path) -> None:

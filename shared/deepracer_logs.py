@@ -125,3 +125,59 @@ def episode_log_csv(rows: list[tuple[Any, ...]]) -> str:
     writer.writerow(EPISODE_LOG_COLUMNS)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------- rl_coach (trainer)
+# deepracer-formats.md §5.4: the screen lines DeepRacer's trainer prints (rl_coach's
+# ScreenLogger.log_dict: "<prefix>> key=value, key=value"), which SageMaker metric regexes and
+# log-analysis notebooks parse (e.g. "^Policy training>.*Entropy=(.*?),").
+def training_episode_line(worker: int, episode: int, total_reward: float, steps: int, iteration: int) -> str:
+    """rl_coach's rollout line: ``episode`` counts from 1, ``steps`` is the running total of steps."""
+    return (f"Training> Name=main_level/agent, Worker={worker}, Episode={episode}, "
+            f"Total reward={round(float(total_reward), 2)}, Steps={steps}, Training iteration={iteration}")
+
+
+def policy_training_line(surrogate_loss: float, kl_divergence: float, entropy: float, epoch: int,
+                         learning_rate: float) -> str:
+    """rl_coach ClippedPPO's per-epoch line (``epoch`` counts from 0)."""
+    return (f"Policy training> Surrogate loss={float(surrogate_loss)}, KL divergence={float(kl_divergence)}, "
+            f"Entropy={float(entropy)}, training epoch={epoch}, learning_rate={float(learning_rate)}")
+
+
+# rl_coach's per-episode signals of ClippedPPO, in registration order; each gets /Mean, /Stdev, /Max, /Min.
+COACH_SIGNALS = ("Loss", "Learning Rate", "Grads (unclipped)", "Discounted Return", "Entropy", "Advantages",
+                 "Values", "Value Loss", "Policy Loss", "Value Targets", "KL Divergence", "Likelihood Ratio",
+                 "Clipped Likelihood Ratio")
+SIGNAL_STATS = ("Mean", "Stdev", "Max", "Min")
+# The episode CSV's header exactly as the seed article shows it (rl_coach's Logger, index "Episode #").
+COACH_EPISODE_COLUMNS = (
+    "Episode #", "Training Iter", "In Heatup", "ER #Transitions", "ER #Episodes", "Episode Length", "Total steps",
+    "Epsilon", "Shaped Training Reward", "Training Reward", "Update Target Network", "Wall-Clock Time",
+    "Evaluation Reward", "Shaped Evaluation Reward", "Success Rate",
+    *(f"{signal}/{stat}" for signal in COACH_SIGNALS for stat in SIGNAL_STATS),
+)
+
+
+def signal_stats(name: str, samples: Any) -> dict[str, float]:
+    """``{"<name>/Mean": ..., "/Stdev", "/Max", "/Min"}`` of the samples, as rl_coach's Signal (np.std)."""
+    import numpy as np
+
+    values = np.asarray(samples, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        return {}
+    return {f"{name}/Mean": float(values.mean()), f"{name}/Stdev": float(values.std()),
+            f"{name}/Max": float(values.max()), f"{name}/Min": float(values.min())}
+
+
+def coach_episode_csv(rows: list[list[str]]) -> str:
+    """The episode CSV: header, then rows already formatted (an empty string where rl_coach writes NaN)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COACH_EPISODE_COLUMNS)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def coach_row(values: dict[str, Any]) -> list[str]:
+    """One CSV row in COACH_EPISODE_COLUMNS order; missing or None values are left empty."""
+    return ["" if values.get(column) is None else str(values[column]) for column in COACH_EPISODE_COLUMNS]

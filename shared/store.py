@@ -26,6 +26,8 @@ DONE_MARKER = "ip/done"
 LATEST_POINTER = "model/latest.json"
 CHECKPOINTS_INDEX = "model/deepracer_checkpoints.json"
 EPISODE_LOG = "logs/episodes.csv"
+# rl_coach's episode CSV of the agent main_level/agent in graph multi_agent_graph (deepracer-formats.md §5.4).
+COACH_EPISODE_LOG = "logs/rl_coach/multi_agent_graph.main_level.agent_0.csv"
 WEIGHTS_FILE = "policy.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 MANIFEST_FILE = "manifest.json"

@@ -27,6 +27,7 @@ from shared.deepracer_logs import (
     training_metrics_key,
 )
 from shared.experience import Experience
+from shared.logs import SIMTRACE_LOGGER
 from shared.networks import PolicyNetwork, load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
 from shared.service import RunFailed, ServiceLoop, StopRequested
@@ -38,7 +39,7 @@ from simulator.stacking import ObservationStack
 from simulator.track import TrackError, load_run_track
 
 log = logging.getLogger("hotlap.simulator")
-trace_log = logging.getLogger("hotlap.simtrace")
+trace_log = logging.getLogger(SIMTRACE_LOGGER)
 
 IDLE_POLL_S = 0.05
 TICKET_RETRY_S = 1.0

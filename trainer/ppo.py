@@ -143,6 +143,11 @@ def compute_gae(
     return advantages.astype(np.float32), returns.astype(np.float32)
 
 
+def normalise_advantages(advantages: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over the whole batch, as rl_coach's ClippedPPO standardises them."""
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
 def minibatch_size(num_steps: int, batch_size: int) -> int:
     """DeepRacer's rule: with fewer steps than ``batch_size``, use the largest power of 2 <= steps."""
     if num_steps < 1:
@@ -236,8 +241,8 @@ def ppo_update(
     b_values_np = np.concatenate([np.asarray(ep.values, np.float32) for ep in episodes])
     b_returns_np = np.concatenate(returns)
     b_advantages_np = np.concatenate(advantages)
-    if settings.normalize_advantages:  # over the whole batch, as rl_coach's ClippedPPO
-        b_advantages_np = (b_advantages_np - b_advantages_np.mean()) / (b_advantages_np.std() + 1e-8)
+    if settings.normalize_advantages:
+        b_advantages_np = normalise_advantages(b_advantages_np)
     b_advantages = _flat([b_advantages_np], np.float32, device)
     b_returns = _flat([b_returns_np], np.float32, device)
 
@@ -286,7 +291,10 @@ def ppo_update(
             optimizer.step()
 
             for key, value in zip(
-                _LOSS_KEYS, (pg_loss, v_loss, entropy_loss, approx_kl, clip_fraction, grad_norm), strict=True
+                _LOSS_KEYS,
+                (pg_loss, v_loss, entropy_loss, approx_kl, clip_fraction, grad_norm, loss, ratio.mean(),
+                 clipped_ratio.mean()),
+                strict=True,
             ):
                 epoch_sums[key] += float(value.item())
 
@@ -306,4 +314,7 @@ def ppo_update(
     return metrics
 
 
-_LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+# Per-minibatch quantities averaged per epoch and per update; the last three are rl_coach's
+# "Loss", "Likelihood Ratio" and "Clipped Likelihood Ratio" signals (deepracer-formats.md §5.4).
+_LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm", "loss",
+              "likelihood_ratio", "clipped_likelihood_ratio")

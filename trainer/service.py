@@ -31,12 +31,14 @@ from shared.run_files import RunFiles, load_run_files
 from shared.service import RunFailed, ServiceLoop, StopRequested
 from shared.store import (
     CHECKPOINTS_INDEX,
+    COACH_EPISODE_LOG,
     EPISODE_LOG,
     HYPERPARAMETERS,
     ModelStore,
     ObjectNotFound,
 )
 from shared.transport import RunTransport
+from trainer.coach_log import CoachLog
 from trainer.ppo import PPOSettings, make_optimizer, ppo_update
 
 log = logging.getLogger("hotlap.trainer")
@@ -90,7 +92,7 @@ class TrainerService(ServiceLoop):
             self._setup(files)
             for version in range(self.version, self.max_iterations):
                 batch = self._collect(version)
-                stats = self._train(batch)
+                stats = self._train(version, batch)
                 # Log before publishing: a trainer killed in between re-trains this iteration
                 # on resume, and the reloaded log drops rows of iterations that were never published.
                 self._log_iteration(version, batch, stats)
@@ -121,6 +123,7 @@ class TrainerService(ServiceLoop):
         self.files = files
         hp = files.hyperparameters
         self.settings = PPOSettings.from_hyperparameters(hp.model_dump())
+        self.coach = CoachLog(self.settings)
         self.max_iterations = files.settings.max_iterations
         self.episodes_per_iteration = hp.num_episodes_between_training
         # DeepRacer prints the resolved dict after this line; deepracer-utils parses it.
@@ -159,6 +162,7 @@ class TrainerService(ServiceLoop):
             state = torch.load(io.BytesIO(model.optimizer), map_location=self.device, weights_only=True)
             self.optimizer.load_state_dict(state)
         self._load_episode_log(latest)
+        self._load_coach_log(latest)
         log.info("resuming from model version %d", latest)
         return latest
 
@@ -170,6 +174,12 @@ class TrainerService(ServiceLoop):
             return
         rows = list(csv.reader(io.StringIO(text)))[1:]
         self.episode_rows = [tuple(row) for row in rows if int(row[0]) < latest]
+
+    def _load_coach_log(self, latest: int) -> None:
+        try:
+            self.coach.resume(self.store.get_text(COACH_EPISODE_LOG), latest)
+        except ObjectNotFound:
+            return
 
     # ------------------------------------------------------------------ iteration steps
 
@@ -223,10 +233,12 @@ class TrainerService(ServiceLoop):
                 last_log = now
         return batch
 
-    def _train(self, batch: Batch) -> dict[str, float]:
+    def _train(self, version: int, batch: Batch) -> dict[str, float]:
         started = time.monotonic()
+        self.coach.rollouts(version, batch.episodes)
         self.policy.train()
-        stats = ppo_update(self.policy, self.optimizer, batch.episodes, self.settings, self.device)
+        stats = ppo_update(self.policy, self.optimizer, batch.episodes, self.settings, self.device,
+                           on_epoch=self.coach.on_epoch)
         self.policy.eval()
         stats["train_seconds"] = time.monotonic() - started
         stats["mean_reward"] = float(np.mean([e.total_reward for e in batch.episodes]))
@@ -268,6 +280,8 @@ class TrainerService(ServiceLoop):
             self.episode_rows.append((version, e.model_version, e.worker_name, e.worker_index, e.episode,
                                       e.num_steps, round(e.total_reward, 4), round(e.progress, 4), e.status))
         self.retrying("writing episode log", self.store.put_text, EPISODE_LOG, episode_log_csv(self.episode_rows))
+        self.coach.add_iteration(version, batch.episodes)
+        self.retrying("writing rl_coach episode log", self.store.put_text, COACH_EPISODE_LOG, self.coach.csv())
         progress = {
             "iteration": version + 1, "max_iterations": self.max_iterations,
             "episodes": len(self.episode_rows), "steps": batch.num_steps,

@@ -98,6 +98,14 @@ def test_a_run_on_a_track_file_writes_deepracers_trainer_logs(redis_url: str, ru
     assert len(entropies) == ITERATIONS * EPOCHS and all(np.isfinite(entropies))
 
     # Item 14: the rl_coach episode CSV, one row per episode of logs/episodes.csv.
+    assert_coach_csv_matches_the_episode_log(store)
+    frame = pd.read_csv(io.StringIO(store.get_text(COACH_EPISODE_LOG)))
+    assert frame["Entropy/Mean"].notna().all() and frame["Evaluation Reward"].isna().all()
+
+
+def assert_coach_csv_matches_the_episode_log(store: ModelStore) -> None:
+    """The rl_coach episode CSV: the seed article's header, read by pandas, joined with logs/episodes.csv."""
+    episodes = list(csv.DictReader(io.StringIO(store.get_text("logs/episodes.csv"))))
     text = store.get_text(COACH_EPISODE_LOG)
     assert text.splitlines()[0] == SEED_HEADER
     frame = pd.read_csv(io.StringIO(text))
@@ -106,4 +114,3 @@ def test_a_run_on_a_track_file_writes_deepracers_trainer_logs(redis_url: str, ru
     assert frame["Episode Length"].tolist() == [int(row["steps"]) for row in episodes]
     assert frame["Total steps"].tolist() == np.cumsum([int(row["steps"]) for row in episodes]).tolist()
     np.testing.assert_allclose(frame["Training Reward"], [float(row["reward"]) for row in episodes], atol=1e-4)
-    assert frame["Entropy/Mean"].notna().all() and frame["Evaluation Reward"].isna().all()

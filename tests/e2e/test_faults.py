@@ -18,6 +18,7 @@ from hotlap.redis_server import find_redis_server, free_port
 from hotlap.seed import seed_store
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport, TransportError
+from tests.e2e.test_deepracer_outputs import assert_coach_csv_matches_the_episode_log
 from tests.e2e.test_pipeline import assert_finished_run, tiny_run_files
 
 pytestmark = pytest.mark.slow
@@ -106,6 +107,7 @@ def test_trainer_restart_resumes_from_the_latest_version(stack: Stack):
     stack.wait_all(["trainer", "w0", "w1"])
     assert_finished_run(stack.store)
     assert "resuming from model version" in stack.log("trainer")
+    assert_coach_csv_matches_the_episode_log(stack.store)  # resumed: no row lost or counted twice
 
 
 def test_sigterm_stops_a_worker_gracefully(stack: Stack):

@@ -20,7 +20,7 @@ import csv
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,7 @@ def discounted_returns(rewards: np.ndarray, discount: float) -> np.ndarray:
 class CoachLog:
     """The trainer's rl_coach lines and episode CSV over a whole run (resumable from the CSV)."""
 
-    def __init__(self, settings: PPOSettings, clock: Any = time.time) -> None:
+    def __init__(self, settings: PPOSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
         self.rows: list[list[str]] = []

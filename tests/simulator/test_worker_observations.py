@@ -24,7 +24,6 @@ from shared.store import ModelStore, open_store
 from shared.transport import RunTransport
 from simulator.env import StepResult, VectorRacingEnv
 
-STACK = 3
 CARS = 3
 REWARD = "def reward_function(params):\n    return 1.0\n"
 
@@ -37,6 +36,8 @@ def reference_stack(history: list[np.ndarray]) -> np.ndarray:
 class RecordingEnv(VectorRacingEnv):
     """The simulator's env, plus a plain-list replay of what each car's sensors returned."""
 
+    stack_size = 1
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.history: list[dict[str, list[np.ndarray]]] = [{} for _ in range(self.num_cars)]
@@ -44,7 +45,7 @@ class RecordingEnv(VectorRacingEnv):
     def reset(self, car_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
         obs = super().reset(car_ids)
         for car in range(self.num_cars) if car_ids is None else np.asarray(car_ids).tolist():
-            self.history[car] = {name: [rows[car].copy()] * STACK for name, rows in obs.items()}
+            self.history[car] = {name: [rows[car].copy()] * self.stack_size for name, rows in obs.items()}
         return obs
 
     def step(self, steering_deg: np.ndarray, speed: np.ndarray, active: np.ndarray | None = None) -> StepResult:
@@ -55,15 +56,18 @@ class RecordingEnv(VectorRacingEnv):
         return result
 
     def seen_by(self, car: int) -> dict[str, np.ndarray]:
+        if self.stack_size == 1:
+            return {name: frames[0] for name, frames in self.history[car].items()}
         return {name: reference_stack(frames) for name, frames in self.history[car].items()}
 
 
+@pytest.mark.parametrize("stack_size", [1, 3])
 @pytest.mark.parametrize(
     "sensors",
     [["FRONT_FACING_CAMERA"], ["STEREO_CAMERAS"], ["FRONT_FACING_CAMERA", "LIDAR"], ["STEREO_CAMERAS", "SECTOR_LIDAR"]],
 )
 def test_shipped_observation_t_is_what_the_car_saw_at_step_t(
-    sensors: list[str], redis_url: str, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    sensors: list[str], stack_size: int, redis_url: str, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     one_torch_thread: None,
 ) -> None:
     store = ModelStore(open_store(f"file://{tmp_path / 'store'}"))
@@ -72,9 +76,10 @@ def test_shipped_observation_t_is_what_the_car_saw_at_step_t(
     seed_store(store, RunFiles(
         settings=RunSettings(track="Oval_track", cars_per_worker=CARS, schedule="async", max_steps_per_episode=9),
         metadata=ModelMetadata.parse(json.dumps(metadata)),
-        hyperparameters=Hyperparameters.model_validate({"stack_size": STACK}),
+        hyperparameters=Hyperparameters.model_validate({"stack_size": stack_size}),
         reward_source=REWARD,
     ))
+    monkeypatch.setattr(RecordingEnv, "stack_size", stack_size)
     monkeypatch.setattr(worker_module, "VectorRacingEnv", RecordingEnv)
     config = WorkerConfig.model_validate({"HOTLAP_RUN_ID": run_id, "HOTLAP_REDIS_URL": redis_url,
                                           "HOTLAP_STORE_URL": store.url, "HOTLAP_WORKER_NAME": "stack-test",

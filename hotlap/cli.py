@@ -17,6 +17,9 @@ from hotlap.seed import SeedError, UserFiles, prepare_run_files, seed_store
 from shared.config import ConfigError, RunSettings, ServiceConfig
 from shared.run_files import RunFiles
 from shared.store import ModelStore, StoreError, open_store
+from simulator.track import Track, TrackError
+
+DEFAULT_RENDER_TRACK: str = RunSettings.model_fields["track"].default  # the run default
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -136,12 +139,28 @@ def cmd_render(args: argparse.Namespace) -> int:
     stack_size = 1
     if args.model:
         policy, sensors, stack_size = _load_policy(args.model, args.s3_endpoint_url, args.version)
-    result = render_png(load_track(args.track), sensors, args.output, steps=args.steps, frames=args.frames,
+    if args.track:
+        track = load_track(args.track)
+    elif args.model:  # the track the model trained on, a stored track file included
+        track = _run_track(args.model, args.s3_endpoint_url)
+    else:
+        track = load_track(DEFAULT_RENDER_TRACK)
+    result = render_png(track, sensors, args.output, steps=args.steps, frames=args.frames,
                         policy=policy, reverse=args.reverse, stack_size=stack_size)
     driver = f"model {args.model}" if args.model else "centre-line pure pursuit"
-    print(f"wrote {args.output}: {len(result.frames)} camera frames and the trajectory of {driver} "
-          f"({len(result.trajectory)} steps, {result.status}, progress {result.progress:.1f}%)")
+    print(f"wrote {args.output}: {len(result.frames)} camera frames and the trajectory of {driver} on "
+          f"{track.name} ({len(result.trajectory)} steps, {result.status}, progress {result.progress:.1f}%)")
     return 0
+
+
+def _run_track(store_url: str, s3_endpoint_url: str | None) -> Track:
+    """The track a run drives, as its workers load it (a stored track file, else the packaged route)."""
+    from shared.run_files import load_run_files
+    from simulator.track import load_run_track
+
+    store = ModelStore(open_store(store_url, s3_endpoint_url))
+    files = load_run_files(store)
+    return load_run_track(files.settings.track, files.track_npy, f"{store.url}/{files.settings.track_file}")
 
 
 def _load_policy(store_url: str, s3_endpoint_url: str | None,
@@ -183,7 +202,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     seed.set_defaults(func=cmd_seed)
 
     render = commands.add_parser("render", help="PNG of camera frames and a top-down map with a trajectory")
-    render.add_argument("--track", default="reInvent2019_track")
+    render.add_argument("--track", help=f"track name or .npy file (default: the run's track with --model, "
+                        f"else {DEFAULT_RENDER_TRACK})")
     render.add_argument("--output", type=Path, default=Path("hotlap-render.png"))
     render.add_argument("--model", help="store URL of a run (file:///... or s3://bucket/prefix); default: "
                         "a centre-line pure-pursuit driver")
@@ -205,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (SeedError, ConfigError, StoreError) as e:
+    except (SeedError, ConfigError, StoreError, TrackError) as e:
         print(f"hotlap {args.command}: {e}", file=sys.stderr)
         return 2
 

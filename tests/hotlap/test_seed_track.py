@@ -123,3 +123,22 @@ def test_a_changed_or_missing_stored_track_stops_the_worker_naming_the_key(tmp_p
 def test_a_run_naming_an_unknown_track_without_a_stored_file_is_refused() -> None:
     with pytest.raises(TrackError, match="'/home/racer/my_oval.npy' is not a packaged DeepRacer track"):
         load_run_track("/home/racer/my_oval.npy", None, "")
+
+
+def test_hotlap_render_drives_a_model_on_the_track_stored_with_its_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hotlap.cli import main as cli_main
+    from shared.config import observation_shapes
+    from shared.networks import PolicyNetwork, state_to_bytes
+
+    path = a_custom_track(tmp_path)
+    files = prepare_run_files(UserFiles(), RunSettings(track=str(path)))
+    store = ModelStore(open_store(f"file://{tmp_path / 'store'}"))
+    seed_store(store, files)
+    path.unlink()
+    network = PolicyNetwork(observation_shapes(files.metadata.sensor, files.hyperparameters.stack_size),
+                            files.metadata.neural_network, files.metadata.action_spec())
+    store.publish_version(0, state_to_bytes(network), {})
+    assert cli_main(["render", "--model", store.url, "--steps", "5", "--output", str(tmp_path / "x.png")]) == 0
+    assert "on my_oval" in capsys.readouterr().out

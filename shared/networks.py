@@ -348,9 +348,10 @@ class PolicyNetwork(nn.Module):
             self.log_std = nn.Parameter(torch.full((2,), INITIAL_LOG_STD))
 
         # env-action lookup (not part of the weights)
-        self._action_table = np.asarray(action_spec.discrete_actions, dtype=np.float32).reshape(-1, 2)
-        self._range_low = np.array([action_spec.steering_range[0], action_spec.speed_range[0]], np.float32)
-        self._range_high = np.array([action_spec.steering_range[1], action_spec.speed_range[1]], np.float32)
+        # float64: the car gets the metadata's numbers exactly (a JSON 0.8 stays 0.8, never float32's 0.800000011920929)
+        self._action_table = np.asarray(action_spec.discrete_actions, dtype=np.float64).reshape(-1, 2)
+        self._range_low = np.array([action_spec.steering_range[0], action_spec.speed_range[0]], np.float64)
+        self._range_high = np.array([action_spec.steering_range[1], action_spec.speed_range[1]], np.float64)
 
     # -- torch API (trainer) ---------------------------------------------------------------------------
 
@@ -433,14 +434,18 @@ class PolicyNetwork(nn.Module):
         return value.float().cpu().numpy()
 
     def env_actions(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Policy actions -> (steering_deg, speed) float32 arrays, clipped to the action space."""
+        """Policy actions -> (steering_deg, speed) float64 arrays, clipped to the action space.
+
+        Discrete: the metadata's numbers exactly; continuous: the float32 sample scaled in float64
+        onto [low, high] (DeepRacer's params carry these values, deepracer-formats.md §1.1).
+        """
         if self.action_spec.kind == "discrete":
             pairs = self._action_table[np.asarray(actions, dtype=np.int64)]
         else:
-            unit = np.clip(np.asarray(actions, dtype=np.float32), -1.0, 1.0)
+            unit = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
             pairs = self._range_low + (unit + 1.0) * 0.5 * (self._range_high - self._range_low)
             pairs = np.clip(pairs, self._range_low, self._range_high)
-        return pairs[..., 0].astype(np.float32), pairs[..., 1].astype(np.float32)
+        return pairs[..., 0].copy(), pairs[..., 1].copy()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Episode rules are DeepRacer's (simapp ``rollout_agent_ctrl.py`` and ``reset/rule
 - a done car stays done (does not move, reward 0, status unchanged) until ``reset(ids)``.
 - ``progress`` is DeepRacer's ``compute_current_prog`` relative to the episode's start
   position with its wrap rules (+100 when <= 0, +-100 when it jumps by more than 50, capped
-  at 100). Open tracks have no wrap: progress = 100 * (d - d_start) / (length - d_start).
+  at 100). Open tracks have no wrap: progress = 100 * (d - d_start) / (length - d_start),
+  exactly 100 once the head point reaches the last waypoint whatever the track length (the
+  fraction is taken first, so no rounding leaves it at 99.99999999999999).
 - start positions: car k's episode e starts at fraction
   ``start_offset + k / K (stagger_starts) + e * round_robin_advance`` of the lap
   (DeepRacer's ROUND_ROBIN_ADVANCE_DIST), base origin on the centre line, heading toward
@@ -25,8 +27,16 @@ The reward ``params`` dict carries every key of DeepRacer's ``RewardParam`` with
 semantics (see ``build_params``). Each call gets a freshly built dict; ``waypoints`` is a
 fresh list of (x, y) tuples and the other lists are fresh too, so the user can mutate
 anything without touching the env or other calls (what DeepRacer's deep copy achieves,
-at a fraction of its cost). A failing reward function raises
+at a fraction of its cost). Every value is a plain Python type (``float``, ``int``, ``bool``,
+lists of ``(x, y)`` tuples) and ``speed`` / ``steering_angle`` are exactly the numbers given
+to ``step`` (float64 in, the same float out: a discrete action's JSON ``0.8`` arrives as
+``0.8``; deepracer-formats.md §1.1). A failing reward function raises
 :class:`simulator.reward.RewardFunctionError` out of ``step`` (DeepRacer fails the job).
+
+Reward functions are per car: ``reward_function`` is either one callable per car (what
+:func:`simulator.reward.load_reward_functions` gives: DeepRacer's one-module-per-simulator,
+so state kept between calls is the car's own) or a single callable that every car then
+shares (fine for stateless functions).
 
 Inactive cars (``active=False``) and done cars are not moved, not rendered, do not call the
 reward function, get reward 0 and keep their last reported values and status. Observation
@@ -36,7 +46,7 @@ copied from the previous ones), so callers may keep them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +113,7 @@ class StepResult:
     """One env step: every array has one row per car (K)."""
 
     obs: dict[str, np.ndarray]
-    reward: np.ndarray  # float32
+    reward: np.ndarray  # float64: the reward functions' floats, unrounded
     done: np.ndarray  # bool
     terminated: np.ndarray  # bool
     truncated: np.ndarray  # bool (time_up)
@@ -130,7 +140,7 @@ class VectorRacingEnv:
         track: Track,
         num_cars: int,
         settings: EnvSettings,
-        reward_function: Callable[[dict[str, Any]], float],
+        reward_function: RewardCallable | Sequence[RewardCallable],
         seed: int = 0,
         car_params: CarParams | None = None,
     ) -> None:
@@ -141,9 +151,7 @@ class VectorRacingEnv:
         self.settings = settings
         self.track = track.reversed() if settings.reverse else track
         self.num_cars = num_cars
-        self.reward_function = (
-            reward_function if isinstance(reward_function, RewardFunction) else RewardFunction(reward_function)
-        )
+        self.reward_functions = _per_car(reward_function, num_cars)
         lidar_config = LidarConfig(
             settings.lidar_num_sectors, settings.lidar_num_values_per_sector, settings.lidar_clipping_dist
         )
@@ -247,7 +255,7 @@ class VectorRacingEnv:
         if active is not None:
             live &= np.asarray(active, dtype=bool).reshape(self.num_cars)
         ids = np.flatnonzero(live)
-        rewards = np.zeros(self.num_cars, dtype=np.float32)
+        rewards = np.zeros(self.num_cars, dtype=np.float64)
         if ids.size:
             self._advance(ids, steering_deg, speed, rewards)
         self._observe(ids)
@@ -272,8 +280,8 @@ class VectorRacingEnv:
         self._report.update_rows(ids, geo, steering_deg[ids], speed[ids], self._sim_time[ids])
         if running.size:
             params = self._build_params(ids, geo, off_track, steering_deg, speed, run_mask)
-            call = self.reward_function
-            rewards[running] = [call(p) for p in params]
+            functions = self.reward_functions
+            rewards[running] = [functions[car](p) for car, p in zip(running.tolist(), params, strict=True)]
         # DeepRacer clears rule counters in PREPARE; prev values track every step
         self._prev_progress[ids] = geo.progress
         self._prev_head[ids] = geo.head
@@ -328,10 +336,12 @@ class VectorRacingEnv:
         length = self.track.length
         start = self._start_distance[ids]
         if not self.track.closed:
+            # fraction first: x / x is exactly 1, while 100 * x / x is 99.99999999999999 for ~7% of lengths
             remaining = np.maximum(length - start, 1e-9)
-            return np.minimum(100.0 * (distance - start) / remaining, LAP_PROGRESS)
+            fraction = np.where(distance >= length, 1.0, (distance - start) / remaining)
+            return np.minimum(100.0 * fraction, LAP_PROGRESS)
         prev = self._prev_progress[ids]
-        current = 100.0 * (distance - start) / length
+        current = 100.0 * ((distance - start) / length)
         current = np.where(current <= 0.0, current + 100.0, current)
         current = np.where(prev > current + 50.0, current + 100.0, current)
         current = np.where(current > prev + 50.0, current - 100.0, current)
@@ -385,7 +395,7 @@ class VectorRacingEnv:
                 waypoints=self._waypoints,
                 closest_waypoints=(prev_wp, next_wp),
                 is_left_of_center=is_left,
-                is_reversed=self.settings.reverse,
+                is_reversed=bool(self.settings.reverse),
                 is_offtrack=offtrack,
                 sim_time=sim_time,
             )
@@ -431,6 +441,18 @@ class VectorRacingEnv:
             all_wheels_on_track=r.all_wheels_on_track.copy(),
             sim_time=r.sim_time.copy(),
         )
+
+
+RewardCallable = Callable[[dict[str, Any]], float]
+
+
+def _per_car(reward_function: RewardCallable | Sequence[RewardCallable], num_cars: int) -> tuple[RewardFunction, ...]:
+    """One checked reward function per car: the K given, or the single one shared by all."""
+    functions = [reward_function] * num_cars if callable(reward_function) else list(reward_function)
+    if len(functions) != num_cars:
+        raise ValueError(f"need one reward function per car ({num_cars}), got {len(functions)}")
+    checked = {id(f): f if isinstance(f, RewardFunction) else RewardFunction(f) for f in functions}
+    return tuple(checked[id(f)] for f in functions)
 
 
 def build_params(

@@ -9,11 +9,18 @@ discrete action space) or continuous ``[steering_deg, speed]`` within low/high b
 As in DeepRacer, the first step of every episode is the ``prepare`` step: the car does
 not move and the reward is 0. ``reset(seed=s)`` restarts the env's random stream, its
 round-robin start positions and its clock, so a seeded episode is reproducible.
+
+``reward_function`` is a callable, one callable per car, or the path of a DeepRacer
+``reward_function.py``. A path is loaded once per car (DeepRacer runs one car per simulator,
+so state the file keeps between calls stays per car); a single callable is shared by all cars
+(right for stateless functions; pass one per car otherwise).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium
@@ -22,11 +29,13 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from simulator.env import EnvSettings, StepResult, VectorRacingEnv
+from simulator.env import EnvSettings, RewardCallable, StepResult, VectorRacingEnv
+from simulator.reward import load_reward_functions
 from simulator.sensors import CAMERA_SENSORS, LIDAR, LIDAR_FILTER_MAX, LIDAR_FILTER_MIN
 from simulator.track import Track, load_track
 
 DEFAULT_TRACK = "reInvent2019_track"
+RewardInput = RewardCallable | Sequence[RewardCallable] | str | os.PathLike[str]
 
 
 def follow_center_line(params: dict[str, Any]) -> float:
@@ -88,12 +97,18 @@ class _ActionCodec:
 def _make_env(
     track: Track | str,
     num_cars: int,
-    reward_function: Callable[[dict[str, Any]], float] | None,
+    reward_function: RewardInput | None,
     settings: EnvSettings | None,
     seed: int,
 ) -> VectorRacingEnv:
     track = load_track(track) if isinstance(track, str) else track
-    return VectorRacingEnv(track, num_cars, settings or EnvSettings(), reward_function or follow_center_line, seed)
+    rewards: RewardCallable | Sequence[RewardCallable] = follow_center_line
+    if isinstance(reward_function, str | os.PathLike):
+        path = Path(reward_function)
+        rewards = load_reward_functions(path.read_text(encoding="utf-8"), num_cars, str(path))
+    elif reward_function is not None:
+        rewards = reward_function
+    return VectorRacingEnv(track, num_cars, settings or EnvSettings(), rewards, seed)
 
 
 def _info(result: StepResult, car: int | slice) -> dict[str, Any]:
@@ -113,7 +128,7 @@ class HotlapRacingEnv(gymnasium.Env[dict[str, np.ndarray], Any]):
     def __init__(
         self,
         track: Track | str = DEFAULT_TRACK,
-        reward_function: Callable[[dict[str, Any]], float] | None = None,
+        reward_function: RewardInput | None = None,
         actions: Sequence[tuple[float, float]] | None = None,
         action_low: tuple[float, float] = (-30.0, 0.1),
         action_high: tuple[float, float] = (30.0, 4.0),
@@ -171,7 +186,7 @@ class HotlapVectorEnv(VectorEnv[dict[str, np.ndarray], Any, np.ndarray]):
         self,
         num_envs: int,
         track: Track | str = DEFAULT_TRACK,
-        reward_function: Callable[[dict[str, Any]], float] | None = None,
+        reward_function: RewardInput | None = None,
         actions: Sequence[tuple[float, float]] | None = None,
         action_low: tuple[float, float] = (-30.0, 0.1),
         action_high: tuple[float, float] = (30.0, 4.0),
@@ -206,6 +221,6 @@ class HotlapVectorEnv(VectorEnv[dict[str, np.ndarray], Any, np.ndarray]):
         result = self.racing.step(steering, speed, active=~restarting)
         terminated = result.terminated & ~restarting
         truncated = result.truncated & ~restarting
-        rewards = np.where(restarting, np.float32(0.0), result.reward).astype(np.float32)
+        rewards = np.where(restarting, 0.0, result.reward)
         self._needs_reset = terminated | truncated
         return result.obs, rewards, terminated, truncated, _info(result, slice(None))

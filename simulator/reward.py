@@ -16,6 +16,17 @@ interval timer around a whole env step (no per-call thread or signal, to keep th
 Params: the caller (the env) builds a fresh dict for every call whose only mutable values
 are fresh lists (tuples inside), which is what DeepRacer's deep copy guarantees, so this
 module does not copy again.
+
+State per car: on DeepRacer each simulator drives one car and imports the file once, so a
+reward function may keep state in module globals or objects between calls (previous
+progress, lap timers). hotlap steps K cars in one process, so :func:`load_reward_functions`
+runs the file K times into K separate module objects (never through ``sys.modules``): every
+car sees exactly the call sequence it would see alone. Modules the file imports (``math``,
+``random``, ``numpy``, ...) are shared, as they are between the files of one Python process.
+
+Imports: DeepRacer's reward-function validator allows ``math``, ``random``, ``numpy``,
+``scipy`` and ``shapely`` (deepracer-formats.md §1.1); :data:`DEEPRACER_REWARD_MODULES` names
+them and hotlap's runtime dependencies (pyproject.toml) install the last three.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+# The modules DeepRacer's reward validator lets a reward function import (deepracer-formats.md §1.1).
+DEEPRACER_REWARD_MODULES = ("math", "random", "numpy", "scipy", "shapely")
 REWARD_LIMIT = 1e5
 DEFAULT_TIME_LIMIT_S = 1.0
 _MAX_VALUE_REPR = 120
@@ -105,16 +118,39 @@ class RewardFunction:
         )
 
 
+def load_reward_functions(
+    source: str, count: int, filename: str = "reward_function.py", time_limit_s: float = DEFAULT_TIME_LIMIT_S
+) -> list[RewardFunction]:
+    """``count`` independently loaded copies of the file: one per car, each in its own module
+    object, so module-level state is per car as on DeepRacer (one simulator per car).
+
+    Raises :class:`RewardFunctionError` (file and line named) if the file does not load.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    code = _compile(source, filename)
+    return [_load_module(code, filename, time_limit_s) for _ in range(count)]
+
+
 def load_reward_function(
     source: str, filename: str = "reward_function.py", time_limit_s: float = DEFAULT_TIME_LIMIT_S
 ) -> RewardFunction:
-    """Compile and run ``source`` as a module and return its checked ``reward_function``."""
+    """Compile and run ``source`` as a new module and return its checked ``reward_function``."""
+    return _load_module(_compile(source, filename), filename, time_limit_s)
+
+
+def _compile(source: str, filename: str) -> types.CodeType:
     try:
         code = compile(source, filename, "exec")
     except SyntaxError as error:
         raise RewardFunctionError(_describe_syntax_error(error, filename)) from error
     # register the source so tracebacks can quote the user's lines
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    return code
+
+
+def _load_module(code: types.CodeType, filename: str, time_limit_s: float) -> RewardFunction:
+    """Run ``code`` in a fresh module object (not registered in ``sys.modules``)."""
     module = types.ModuleType("reward_function")
     module.__file__ = filename
     try:

@@ -94,14 +94,15 @@ def test_forward_act_evaluate(net: str, sensors: str, kind: str) -> None:
     torch.manual_seed(1)
     result = policy.act(obs)
     assert result.log_prob.shape == result.value.shape == result.steering_deg.shape == result.speed.shape == (3,)
-    assert result.log_prob.dtype == result.value.dtype == result.steering_deg.dtype == np.float32
+    assert result.log_prob.dtype == result.value.dtype == np.float32
+    assert result.steering_deg.dtype == result.speed.dtype == np.float64  # the metadata's numbers, not float32's
     assert np.isfinite(result.log_prob).all() and np.isfinite(result.value).all()
     np.testing.assert_allclose(result.value, value.detach().numpy(), rtol=1e-5, atol=1e-6)
     if kind == "discrete":
         assert result.action.shape == (3,) and result.action.dtype == np.int64
-        table = np.array(DISCRETE.discrete_actions, dtype=np.float32)
-        np.testing.assert_array_equal(result.steering_deg, table[result.action, 0])
-        np.testing.assert_array_equal(result.speed, table[result.action, 1])
+        chosen = [DISCRETE.discrete_actions[i] for i in result.action.tolist()]
+        assert result.steering_deg.tolist() == [steer for steer, _ in chosen]  # exactly, e.g. 0.8 == 0.8
+        assert result.speed.tolist() == [speed for _, speed in chosen]
     else:
         assert result.action.shape == (3, 2) and result.action.dtype == np.float32
         assert ((result.steering_deg >= -25.0) & (result.steering_deg <= 20.0)).all()

@@ -93,3 +93,37 @@ def pure_pursuit_steering(track: Track, x: np.ndarray, y: np.ndarray, yaw: np.nd
     alpha = np.arctan2(target[:, 1] - rear_y, target[:, 0] - rear_x) - yaw
     reach = np.hypot(target[:, 0] - rear_x, target[:, 1] - rear_y)
     return np.degrees(np.arctan2(2 * wheelbase * np.sin(alpha), reach))
+
+
+def wavy_loop_rows(
+    radius: float = 3.0, width: float = 1.0, amplitude: float = 0.35, lobes: int = 3, points: int = 241,
+    ccw: bool = True,
+) -> np.ndarray:
+    """A closed circular track whose width varies with the angle: width + amplitude * sin(lobes * angle)."""
+    angles = np.linspace(0.0, 2 * math.pi, points)
+    if not ccw:
+        angles = -angles
+    unit = np.stack((np.cos(angles), np.sin(angles)), axis=1)
+    half = 0.5 * (width + amplitude * np.sin(lobes * angles))[:, None]
+    rows = np.concatenate((radius * unit, (radius - half) * unit, (radius + half) * unit), axis=1)
+    rows[-1] = rows[0]  # exactly closed
+    return rows
+
+
+def wavy_arc_rows(radius: float = 4.0, sweep_deg: float = 200.0, width: float = 1.0, amplitude: float = 0.3,
+                  points: int = 161) -> np.ndarray:
+    """An open arc (counter-clockwise, inner border on the driver's left) whose width varies along it."""
+    angles = np.linspace(-math.pi / 2, -math.pi / 2 + math.radians(sweep_deg), points)
+    unit = np.stack((np.cos(angles), np.sin(angles)), axis=1)
+    half = 0.5 * (width + amplitude * np.sin(3 * angles))[:, None]
+    return np.concatenate((radius * unit, (radius - half) * unit, (radius + half) * unit), axis=1)
+
+
+def reference_track_width(head: tuple[float, float], center: np.ndarray, inner: np.ndarray,
+                          outer: np.ndarray) -> float:
+    """DeepRacer's local track_width by brute force: the distance between the inner- and the outer-border
+    points nearest to the head point's projection on the centre line."""
+    _, _, _, projection = nearest_on_polyline(head, center)
+    _, _, _, on_inner = nearest_on_polyline(projection, inner)
+    _, _, _, on_outer = nearest_on_polyline(projection, outer)
+    return math.dist(on_inner, on_outer)

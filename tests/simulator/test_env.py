@@ -69,7 +69,7 @@ def test_first_step_is_prepare_without_reward_call_or_motion() -> None:
     start_x = env.cars.x.copy()
     first = env.step(np.zeros(2), np.full(2, 2.0))
     assert first.status.tolist() == ["prepare", "prepare"]
-    assert first.reward.tolist() == [0.0, 0.0] and first.reward.dtype == np.float32
+    assert first.reward.tolist() == [0.0, 0.0] and first.reward.dtype == np.float64
     assert recorder.calls == [] and np.array_equal(env.cars.x, start_x)
     assert first.steps.tolist() == [1, 1] and not first.done.any()
     second = env.step(np.zeros(2), np.full(2, 2.0))

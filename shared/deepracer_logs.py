@@ -86,28 +86,64 @@ def training_metrics_key(worker_index: int) -> str:
 
 
 class TrainingMetrics:
-    """One worker's TrainingMetrics.json: one record per training episode."""
+    """One worker's TrainingMetrics.json: one record per training episode, in episode order.
+
+    DeepRacer drives one car per simulator, so its records come in the order its episodes start,
+    numbered 1, 2, ..., and ``metric_time`` (sim ms at the episode's end) only grows
+    (deepracer-formats.md §4.1). A hotlap worker drives K cars whose episodes end out of start
+    order, so records are keyed by the worker's 0-based episode number (the simtrace's and
+    logs/episodes.csv's ``episode``; the record's ``episode`` is that number + 1, as DeepRacer's
+    metrics count from 1 and its simtrace from 0). A record is written once every earlier episode
+    has ended, and its times are those of one simulator driving the worker's episodes back to back:
+    ``start_time`` = the previous record's ``metric_time``, ``metric_time`` = ``start_time`` + the
+    episode's own sim time. With one car per worker that is exactly the car's clock.
+    """
 
     def __init__(self, best_model_metric: str = "progress"):
         self.best_model_metric = best_model_metric
         self.records: list[dict[str, Any]] = []
         self.trial = 0
+        self.clock_ms = 0
+        self.next_episode = 0  # the episode number whose record comes next
+        self.pending: dict[int, dict[str, Any]] = {}  # ended episodes waiting for an earlier one
 
     def new_iteration(self) -> None:
         self.trial = 0
 
-    def add_episode(self, *, reward: float, start_ms: int, end_ms: int, progress: float, status: str) -> None:
+    def add_episode(self, *, episode: int, reward: float, elapsed_ms: int, progress: float, status: str) -> None:
+        """Record episode number ``episode`` (0-based, the simtrace's), whenever it ends.
+
+        ``reward`` is the sum of its step rewards, ``elapsed_ms`` its sim time in ms, ``progress``
+        percent at its end, ``status`` its final episode_status token.
+        """
+        if episode < self.next_episode or episode in self.pending:
+            raise ValueError(f"episode {episode} was recorded already")
+        self.pending[episode] = {"reward": reward, "elapsed_ms": elapsed_ms, "progress": progress, "status": status}
+        while self.next_episode in self.pending:
+            self._write(self.next_episode, self.pending.pop(self.next_episode))
+            self.next_episode += 1
+
+    def flush(self) -> None:
+        """Write the ended episodes still waiting: the episodes before them will never end
+        (the worker stops), so their numbers are skipped."""
+        for episode in sorted(self.pending):
+            self._write(episode, self.pending.pop(episode))
+            self.next_episode = episode + 1
+
+    def _write(self, episode: int, ended: dict[str, Any]) -> None:
         self.trial += 1
+        start_ms = self.clock_ms
+        self.clock_ms += ended["elapsed_ms"]
         self.records.append({
-            "reward_score": int(round(reward)),
-            "metric_time": end_ms,
+            "reward_score": int(round(ended["reward"])),
+            "metric_time": self.clock_ms,
             "start_time": start_ms,
-            "elapsed_time_in_milliseconds": end_ms - start_ms,
-            "episode": len(self.records) + 1,
+            "elapsed_time_in_milliseconds": ended["elapsed_ms"],
+            "episode": episode + 1,
             "trial": self.trial,
             "phase": "training",
-            "completion_percentage": int(progress),
-            "episode_status": STATUS_LABELS.get(status, status),
+            "completion_percentage": int(ended["progress"]),
+            "episode_status": STATUS_LABELS.get(ended["status"], ended["status"]),
         })
 
     def to_json(self) -> str:

@@ -34,7 +34,7 @@ from shared.service import RunFailed, ServiceLoop, StopRequested
 from shared.store import REWARD_FUNCTION, ModelStore
 from shared.transport import RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
-from simulator.reward import RewardFunctionError, hang_guard, load_reward_function
+from simulator.reward import RewardFunctionError, hang_guard, load_reward_functions
 from simulator.stacking import ObservationStack
 from simulator.track import TrackError, load_run_track
 
@@ -151,9 +151,11 @@ class SimulatorWorker(ServiceLoop):
         inputs = self.retrying("loading run files", load_inputs, self.store)
         self.inputs = inputs
         settings = inputs.settings
+        num_cars = self.config.cars_per_worker or settings.cars_per_worker
         try:
-            reward_function = load_reward_function(inputs.reward_source, REWARD_FUNCTION,
-                                                   time_limit_s=settings.reward_time_limit_s)
+            # one module per car: DeepRacer runs one car per simulator, so reward-function state is per car
+            reward_functions = load_reward_functions(inputs.reward_source, num_cars, REWARD_FUNCTION,
+                                                     time_limit_s=settings.reward_time_limit_s)
         except RewardFunctionError as e:
             self.record_failure(self.config.worker_name, str(e))
             raise RunFailed(str(e)) from e
@@ -162,7 +164,6 @@ class SimulatorWorker(ServiceLoop):
         except TrackError as e:
             self.record_failure(self.config.worker_name, str(e))
             raise RunFailed(str(e)) from e
-        num_cars = self.config.cars_per_worker or settings.cars_per_worker
         env_settings = EnvSettings(
             sensors=tuple(inputs.metadata.sensor),
             max_steps=settings.max_steps_per_episode,
@@ -170,7 +171,7 @@ class SimulatorWorker(ServiceLoop):
             round_robin_advance=settings.round_robin_advance if settings.change_start_position else 0.0,
             start_offset=settings.start_position_offset,
         )
-        self.env = VectorRacingEnv(track, num_cars, env_settings, reward_function,
+        self.env = VectorRacingEnv(track, num_cars, env_settings, reward_functions,
                                    seed=self.config.seed + 7919 * self.worker_index)
         self.stack = ObservationStack(inputs.hyperparameters.stack_size)
         self.policy = PolicyNetwork(observation_shapes(inputs.metadata.sensor, inputs.hyperparameters.stack_size),
@@ -250,8 +251,9 @@ class SimulatorWorker(ServiceLoop):
     def _step_cars(self) -> StepResult:
         cars = np.flatnonzero(self.active)
         act = self.policy.act({name: arr[cars] for name, arr in self.obs.items()})  # inference for active cars only
-        steering = np.zeros(self.num_cars, np.float32)
-        speed = np.zeros(self.num_cars, np.float32)
+        # float64 end to end: params, simtrace and metrics carry the action space's numbers exactly
+        steering = np.zeros(self.num_cars, np.float64)
+        speed = np.zeros(self.num_cars, np.float64)
         steering[cars], speed[cars] = act.steering_deg, act.speed
         actions = np.zeros((self.num_cars, *act.action.shape[1:]), act.action.dtype)
         actions[cars] = act.action
@@ -318,8 +320,10 @@ class SimulatorWorker(ServiceLoop):
         start_ms = int(round(episode.start_sim_time * 1000))
         end_ms = int(round(float(self.car_sim_time[car]) * 1000))
         self.simtrace_rows.extend(episode.rows)
-        self.metrics.add_episode(reward=episode.earlier_chunks_reward + exp.total_reward, start_ms=start_ms,
-                                 end_ms=end_ms, progress=progress, status=status)
+        # the step rewards as the reward function returned them (the experience holds float32 copies)
+        reward = episode.earlier_chunks_reward + sum(episode.rewards)
+        self.metrics.add_episode(episode=episode.number, reward=reward, elapsed_ms=end_ms - start_ms,
+                                 progress=progress, status=status)
         self.episodes_played += 1
 
     def _experience(self, car: int, terminated: bool, bootstrap: float, status: str, progress: float,
@@ -377,7 +381,8 @@ class SimulatorWorker(ServiceLoop):
         if not self.simtrace_rows:
             return
         key = simtrace_key(self.worker_index, self.iteration, self._multi_worker())
-        self.retrying("uploading simtrace", self.store.put_text, key, simtrace_csv(self.simtrace_rows))
+        rows = sorted(self.simtrace_rows, key=lambda row: row.episode)  # cars end episodes out of start order
+        self.retrying("uploading simtrace", self.store.put_text, key, simtrace_csv(rows))
         self.simtrace_rows = []
 
     def _upload_metrics(self) -> None:
@@ -395,6 +400,7 @@ class SimulatorWorker(ServiceLoop):
                 # Let the other workers play these episodes now instead of after the trainer's stall timeout.
                 self.retrying("releasing tickets", self.transport.release_tickets, self.policy_version, unfinished)
             self._upload_simtrace()
+            self.metrics.flush()
             self._upload_metrics()
         except StopRequested:
             log.warning("stopped before the last simtrace/metrics upload")

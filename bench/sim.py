@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from simulator.env import EnvSettings, VectorRacingEnv  # noqa: E402
-from simulator.reward import load_reward_function  # noqa: E402
+from simulator.reward import load_reward_functions  # noqa: E402
 from simulator.track import Track, load_track  # noqa: E402
 
 # A typical centre-line reward function: the one `hotlap train` uses by default, loaded from
@@ -75,7 +75,7 @@ def driver(env: VectorRacingEnv, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 
 def measure_ours(track: Track, sensor: str, cars: int, seconds: float) -> Rate:
-    reward = load_reward_function(FOLLOW_CENTER_LINE)
+    reward = load_reward_functions(FOLLOW_CENTER_LINE, cars)  # one module per car, as the worker does
     env = VectorRacingEnv(track, cars, EnvSettings(sensors=(sensor,)), reward, seed=1)
     env.reset()
     rng = np.random.default_rng(0)

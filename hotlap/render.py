@@ -71,10 +71,10 @@ def drive(env: VectorRacingEnv, steps: int, frame_count: int, policy: object | N
             act = policy.act(policy_obs, deterministic=True)  # type: ignore[attr-defined]
             steering, target_speed = act.steering_deg, act.speed
         else:
-            steering, target_speed = pure_pursuit(env.track, x, y, heading), np.full(1, speed, np.float32)
+            steering, target_speed = pure_pursuit(env.track, x, y, heading), np.full(1, speed)
         image = obs[camera][0]  # this step's frame (first lens), not the stack
         frames.append(image[0] if image.ndim == 3 else image)
-        result = env.step(np.asarray(steering, np.float32), np.asarray(target_speed, np.float32))
+        result = env.step(np.asarray(steering, np.float64), np.asarray(target_speed, np.float64))
         obs = result.obs
         policy_obs = stack.push(obs)
         x, y, heading = result.x, result.y, result.heading

@@ -114,7 +114,8 @@ class TrainingMetrics:
         """Record episode number ``episode`` (0-based, the simtrace's), whenever it ends.
 
         ``reward`` is the sum of its step rewards, ``elapsed_ms`` its sim time in ms, ``progress``
-        percent at its end, ``status`` its final episode_status token.
+        percent at its end, ``status`` its final episode_status token. Raises ``ValueError`` for an
+        episode number recorded before.
         """
         if episode < self.next_episode or episode in self.pending:
             raise ValueError(f"episode {episode} was recorded already")

@@ -11,10 +11,12 @@ import bisect
 import math
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from shared.networks import ActionSpec, PolicyNetwork
 from simulator.env import EnvSettings, VectorRacingEnv
@@ -113,7 +115,7 @@ def test_load_reward_functions_gives_independent_modules() -> None:
     assert "reward_function" not in sys.modules
 
 
-def test_gym_vector_env_loads_a_reward_file_once_per_car(tmp_path: Any) -> None:
+def test_gym_vector_env_loads_a_reward_file_once_per_car(tmp_path: Path) -> None:
     path = tmp_path / "reward_function.py"
     path.write_text(STATEFUL)
     envs = HotlapVectorEnv(3, track="reInvent2019_track", actions=[(0.0, 1.0)],
@@ -154,27 +156,28 @@ DISCRETE = ActionSpec("discrete", ((-30.0, 0.6), (-15.0, 0.8), (0.0, 1.1), (15.0
 
 def test_discrete_actions_arrive_as_the_json_numbers_through_the_policy() -> None:
     """model_metadata's {"speed": 0.8} is params["speed"] == 0.8, the simtrace's number too (no float32)."""
+    torch.manual_seed(0)
     policy = PolicyNetwork({"LIDAR": (64,)}, "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW", DISCRETE)
     recorder = Recorder(0.1)
     env = VectorRacingEnv(load_track("reInvent2019_track"), 4, LIDAR_ONLY, recorder)
     obs = env.reset()
-    chosen: list[tuple[float, float]] = []
-    for _ in range(12):
+    for _ in range(15):
         act = policy.act(obs)
-        chosen += [DISCRETE.discrete_actions[i] for i in act.action.tolist()]
+        chosen = [DISCRETE.discrete_actions[i] for i in act.action.tolist()]
+        before = len(recorder.calls)
         result = env.step(act.steering_deg, act.speed)
-        obs = result.obs
-        assert result.steering_angle.tolist() == [DISCRETE.discrete_actions[i][0] for i in act.action.tolist()]
-        assert result.speed.tolist() == [DISCRETE.discrete_actions[i][1] for i in act.action.tolist()]
-        assert result.reward.tolist() in ([0.0] * 4, [0.1] * 4)  # 0.1 exactly, not 0.10000000149011612
-    sent = chosen[4:]  # the prepare step calls no reward function
-    assert [(p["steering_angle"], p["speed"]) for p in recorder.calls] == sent[: len(recorder.calls)]
-    assert {0.6, 0.8} <= {p["speed"] for p in recorder.calls}
+        assert list(zip(result.steering_angle.tolist(), result.speed.tolist(), strict=True)) == chosen
+        called = [car for car in range(4) if result.status[car] != "prepare"]
+        assert [(p["steering_angle"], p["speed"]) for p in recorder.calls[before:]] == [chosen[c] for c in called]
+        assert result.reward.tolist() == [0.1 if car in called else 0.0 for car in range(4)]  # not 0.10000000149
+        obs = env.reset(np.flatnonzero(result.done)) if result.done.any() else result.obs
+    assert {0.6, 0.8} <= {p["speed"] for p in recorder.calls}  # values float32 cannot hold
     for params in recorder.calls:
         assert_plain_types(params)
 
 
 def test_continuous_actions_arrive_as_the_scaled_value() -> None:
+    torch.manual_seed(0)
     spec = ActionSpec("continuous", steering_range=(-25.0, 20.0), speed_range=(0.7, 2.3))
     policy = PolicyNetwork({"LIDAR": (64,)}, "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW", spec)
     recorder = Recorder()

@@ -1,4 +1,4 @@
-"""The `hotlap` command: local training, seeding a run for compose, listing tracks.
+"""The `hotlap` command: local training, seeding a run for compose, health checks, listing tracks.
 
 It composes the services; it does not re-implement them. Options default to the HOTLAP_*
 environment variables, so the compose `init` service runs plain `python -m hotlap seed`.
@@ -117,6 +117,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_locally(run, run_files)
 
 
+HEALTH_POLL_S = 2.0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from hotlap.health import check
+
+    deadline = time.monotonic() + args.wait
+    while True:
+        health = check(args.role, os.environ)
+        if health.healthy or time.monotonic() >= deadline:
+            break
+        time.sleep(HEALTH_POLL_S)
+    print(f"{args.role} {'healthy' if health.healthy else 'unhealthy'}: {health.reason}",
+          file=sys.stdout if health.healthy else sys.stderr)
+    return 0 if health.healthy else 1
+
+
 def cmd_tracks(args: argparse.Namespace) -> int:
     from simulator.track import available_tracks, load_track
 
@@ -214,6 +231,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     render.add_argument("--reverse", action="store_true")
     render.add_argument("--stereo", action="store_true", help="render the stereo camera (left lens shown)")
     render.set_defaults(func=cmd_render)
+
+    health = commands.add_parser("health", help="exit 0 if a role is healthy, from its heartbeat in Redis or "
+                                 "the run's files in the store (container probes)")
+    health.add_argument("--role", required=True, choices=("trainer", "simulator", "seed"),
+                        help="trainer/simulator: its heartbeat; seed: the run's files are in the store")
+    health.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="keep checking until healthy or SECONDS have passed (e.g. to wait for the seed)")
+    health.set_defaults(func=cmd_health)
 
     tracks = commands.add_parser("tracks", help="list the DeepRacer tracks hotlap ships")
     tracks.set_defaults(func=cmd_tracks)

@@ -322,6 +322,19 @@ class RunSettings(BaseModel):
 # --------------------------------------------------------------------------- process configs
 
 
+def redact_url(url: str) -> str:
+    """`url` with its user-info (user name, password) replaced by `***`, for messages and logs.
+
+    `redis://:secret@redis:6379/0` -> `redis://***@redis:6379/0`; a URL without `@` is unchanged.
+    Works on malformed URLs too (a wrong scheme must not leak the password in its error).
+    """
+    head, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme, slashes, _userinfo = head.rpartition("//")
+    return f"{scheme}{slashes}***@{host}"
+
+
 class ServiceConfig(BaseModel):
     """What every hotlap process needs to find the run: its id, Redis and the store."""
 
@@ -344,7 +357,7 @@ class ServiceConfig(BaseModel):
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"expected redis://host:port/db, got {value!r}")
+            raise ValueError(f"expected redis://[:password@]host:port/db, got {redact_url(value)!r}")
         return value
 
     @field_validator("store_url")

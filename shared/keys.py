@@ -48,6 +48,11 @@ class RunKeys:
         return f"{self.prefix}:workers:{worker_name}"
 
     @property
+    def trainer(self) -> str:
+        """Heartbeat hash of the run's trainer, with a TTL: version, iteration, step (container probes)."""
+        return f"{self.prefix}:trainer"
+
+    @property
     def worker_pattern(self) -> str:
         return f"{self.prefix}:workers:*"
 

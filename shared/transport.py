@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from shared.config import redact_url
 from shared.experience import Experience, MessageError
 from shared.keys import RunKeys
 
@@ -26,6 +27,9 @@ TRAINER_GROUP = "trainer"
 READ_BLOCK_MS = 1000
 SOCKET_TIMEOUT_S = 10.0
 HEARTBEAT_TTL_S = 15
+# The trainer beats between steps, not inside a PPO update: the TTL must outlast the longest
+# update (minutes on a CPU for a full 10000-step batch), or a probe would kill a busy trainer.
+TRAINER_HEARTBEAT_TTL_S = 600
 DEFAULT_STREAM_LIMIT = 2000
 
 RUN_STATES = ("starting", "running", "done", "failed")
@@ -36,7 +40,11 @@ class TransportError(RuntimeError):
 
 
 def redis_from_url(url: str, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
-    """A client with timeouts set: a dead server fails fast instead of hanging a worker."""
+    """A client with timeouts set: a dead server fails fast instead of hanging a worker.
+
+    A password in the URL (`redis://:PASSWORD@host:6379/0`, percent-encoded if it holds
+    `@ : /`) is sent with AUTH; it never appears in hotlap's messages (`shared.config.redact_url`).
+    """
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
@@ -290,11 +298,31 @@ class RunTransport:
 
     @_wrap_errors
     def heartbeat(self, worker_name: str, fields: dict[str, Any], ttl_s: int = HEARTBEAT_TTL_S) -> None:
-        key = self.keys.worker(worker_name)
+        self._beat(self.keys.worker(worker_name), fields, ttl_s)
+
+    @_wrap_errors
+    def worker_heartbeat(self, worker_name: str) -> dict[str, str] | None:
+        """The worker's last heartbeat fields, or None once its TTL ran out (or it never beat)."""
+        return self._read_beat(self.keys.worker(worker_name))
+
+    @_wrap_errors
+    def trainer_beat(self, fields: dict[str, Any], ttl_s: int = TRAINER_HEARTBEAT_TTL_S) -> None:
+        self._beat(self.keys.trainer, fields, ttl_s)
+
+    @_wrap_errors
+    def trainer_heartbeat(self) -> dict[str, str] | None:
+        """The trainer's last heartbeat fields, or None once its TTL ran out (or it never beat)."""
+        return self._read_beat(self.keys.trainer)
+
+    def _beat(self, key: str, fields: dict[str, Any], ttl_s: int) -> None:
         pipe = self.client.pipeline()
         pipe.hset(key, mapping={**{k: str(v) for k, v in fields.items()}, "last_heartbeat": time.time()})
         pipe.expire(key, ttl_s)
         pipe.execute()
+
+    def _read_beat(self, key: str) -> dict[str, str] | None:
+        data = self.client.hgetall(key)
+        return {k.decode(): v.decode() for k, v in data.items()} if data else None
 
     @_wrap_errors
     def live_workers(self) -> dict[str, dict[str, str]]:

@@ -8,13 +8,14 @@ from shared.config import ConfigError, TrainerConfig
 from shared.logs import setup_logging
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport
-from trainer.service import TrainerService
+from trainer.service import DeviceError, TrainerService, resolve_device
 
 
 def main() -> int:
     try:
         config = TrainerConfig.from_env()
-    except ConfigError as e:
+        resolve_device(config.device)  # before any work: a missing GPU is one line, not a traceback later
+    except (ConfigError, DeviceError) as e:
         print(f"trainer: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, "trainer")

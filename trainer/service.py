@@ -46,6 +46,7 @@ log = logging.getLogger("hotlap.trainer")
 CONSUMER_NAME = "trainer"
 READ_BATCH = 16
 WAITING_LOG_EVERY_S = 15.0
+HEARTBEAT_EVERY_S = 5.0
 
 
 @dataclass
@@ -62,9 +63,22 @@ class Batch:
         return sum(e.num_steps for e in self.episodes)
 
 
+class DeviceError(RuntimeError):
+    """HOTLAP_DEVICE asks for a device this process cannot see."""
+
+
 def resolve_device(name: str) -> torch.device:
+    """HOTLAP_DEVICE (`auto`, `cpu`, `cuda`) -> the torch device to train on.
+
+    Raises DeviceError, in one line, when `cuda` is asked for and no GPU is visible: a CPU
+    build of torch, or a container started without a GPU reservation.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        build = f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build")
+        raise DeviceError(f"HOTLAP_DEVICE=cuda but no CUDA GPU is visible ({build}); use the GPU image "
+                          "(infra/Dockerfile.gpu) with a GPU reserved for the trainer, or HOTLAP_DEVICE=cpu")
     return torch.device(name)
 
 
@@ -78,6 +92,7 @@ class TrainerService(ServiceLoop):
         self.best: dict[str, Any] | None = None
         # After a restart, first re-read what the last trainer left unacked, walking a cursor.
         self.pending_cursor: bytes | None = b"0"
+        self.last_beat = float("-inf")
 
     # ------------------------------------------------------------------ entry
 
@@ -92,7 +107,9 @@ class TrainerService(ServiceLoop):
             self._setup(files)
             for version in range(self.version, self.max_iterations):
                 batch = self._collect(version)
+                self._beat("training", version, force=True)
                 stats = self._train(version, batch)
+                self._beat("publishing", version, force=True)
                 # Log before publishing: a trainer killed in between re-trains this iteration
                 # on resume, and the reloaded log drops rows of iterations that were never published.
                 self._log_iteration(version, batch, stats)
@@ -192,6 +209,7 @@ class TrainerService(ServiceLoop):
         batch = Batch()
         last_arrival = last_log = time.monotonic()
         while len(batch.episodes) < self.episodes_per_iteration:
+            self._beat("collecting", version)
             if batch.num_steps >= self.files.settings.max_steps_per_iteration:
                 log.info("step cap of %d reached with %d episodes", batch.num_steps, len(batch.episodes))
                 break
@@ -232,6 +250,14 @@ class TrainerService(ServiceLoop):
                 log.info("iteration %d: %d/%d episodes", version, len(batch.episodes), self.episodes_per_iteration)
                 last_log = now
         return batch
+
+    def _beat(self, step: str, version: int, force: bool = False) -> None:
+        """The trainer's heartbeat in Redis (what `hotlap health --role trainer` probes): beaten
+        between steps from the main loop, so a wedged loop stops it; a PPO update beats before and after."""
+        now = time.monotonic()
+        if force or now - self.last_beat >= HEARTBEAT_EVERY_S:
+            self.retrying("heartbeat", self.transport.trainer_beat, {"step": step, "version": version})
+            self.last_beat = now
 
     def _train(self, version: int, batch: Batch) -> dict[str, float]:
         started = time.monotonic()

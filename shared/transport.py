@@ -16,7 +16,6 @@ from typing import Any
 
 import redis
 
-from shared.config import redact_url
 from shared.experience import Experience, MessageError
 from shared.keys import RunKeys
 

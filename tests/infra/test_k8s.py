@@ -19,6 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from hotlap.cli import build_parser
 from shared.config import ServiceConfig, TrainerConfig, WorkerConfig
@@ -290,7 +291,7 @@ class _Recorder(dict):
         return super().get(key, default)
 
 
-def _aliases(model: type) -> set[str]:
+def _aliases(model: type[BaseModel]) -> set[str]:
     return {f.alias for f in model.model_fields.values() if f.alias}
 
 

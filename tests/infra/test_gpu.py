@@ -1,17 +1,44 @@
-"""infra/docker-compose.gpu.yml: `docker compose config` renders the stack with a GPU reserved for
-the trainer (and only the trainer), the GPU image and HOTLAP_DEVICE=cuda. Needs the compose CLI
-only, no engine; skips without `docker compose` v2 (infra/lib.sh's hl_ensure_compose_v2 installs it)."""
+"""The GPU trainer's image and compose override.
+
+- infra/Dockerfile's TORCH_BUILD guard (run here on the venv's CPU torch: the image build cannot
+  run here, and a CUDA build of torch is gigabytes): `cpu` passes, `cuda` fails with one line.
+- infra/docker-compose.gpu.yml: `docker compose config` renders the stack with a GPU reserved for
+  the trainer (and only the trainer), the GPU image and HOTLAP_DEVICE=cuda. Needs the compose CLI
+  only, no engine; skips without `docker compose` v2 (infra/lib.sh's hl_ensure_compose_v2 installs it).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _torch_build_guard() -> str:
+    """The `python -c` program infra/Dockerfile runs after installing torch (continuation lines joined)."""
+    dockerfile = (REPO / "infra" / "Dockerfile").read_text().replace("\\\n", "")
+    match = re.search(r'python -c "(import sys, torch;[^"]*)" "\$TORCH_BUILD"', dockerfile)
+    assert match, "infra/Dockerfile no longer checks torch's build against TORCH_BUILD"
+    return match.group(1)
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="the venv holds a CUDA build of torch")
+def test_dockerfile_refuses_a_torch_build_other_than_asked():
+    guard = _torch_build_guard()
+    cpu = subprocess.run([sys.executable, "-c", guard, "cpu"], capture_output=True, text=True, timeout=120)
+    assert cpu.returncode == 0, cpu.stderr
+    assert cpu.stdout.strip() == f"torch {torch.__version__} cpu"
+    cuda = subprocess.run([sys.executable, "-c", guard, "cuda"], capture_output=True, text=True, timeout=120)
+    assert cuda.returncode == 1
+    assert cuda.stderr.strip() == f"torch {torch.__version__} is a cpu build; TORCH_BUILD=cuda"
 
 
 def _compose_config(*files: str) -> dict:

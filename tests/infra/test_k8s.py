@@ -307,3 +307,24 @@ def test_contract_names_only_variables_the_code_reads():
     for role, readers in reads.items():
         unread = set(_contract(role)) - readers - aws
         assert not unread, f"{role}: the contract passes {sorted(unread)}, which nothing reads"
+
+
+def _compose_value(value: str) -> str:
+    """A compose environment value with every `${VAR:-default}` replaced by its default."""
+    return re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", value)
+
+
+def test_default_settings_are_composes_defaults():
+    objects = _RENDERED.get("default") or _kustomize(K8S / "overlays" / "default")
+    settings = _settings(objects)
+    containers = {c["name"]: c for c in _app_containers(objects)}
+    for service, role in COMPOSE_ROLES.items():
+        compose_env = COMPOSE["services"][service]["environment"]
+        k8s_env = {e["name"]: e for e in containers[role]["env"]}
+        for var, spec in _contract(role).items():
+            if spec.get("optional") or spec.get("secret"):
+                continue
+            entry = k8s_env[var]
+            ref = entry.get("valueFrom", {}).get("configMapKeyRef")
+            k8s_value = settings[ref["key"]] if ref else entry["value"]
+            assert k8s_value == _compose_value(compose_env[var]), (service, var)

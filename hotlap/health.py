@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from shared.config import ConfigError, ServiceConfig, WorkerConfig
 from shared.run_files import load_run_files
-from shared.store import ModelStore, StoreError, open_store
+from shared.store import ModelStore, ObjectNotFound, StoreError, open_store
 from shared.transport import RunTransport, TransportError
 
 ROLES = ("trainer", "simulator", "seed")
@@ -70,6 +70,8 @@ def check_seed(store: ModelStore) -> Health:
     """Whether the run's files are in the store and valid (StoreError: the store is unreachable)."""
     try:
         files = load_run_files(store)
+    except ObjectNotFound as e:
+        return Health(False, f"not seeded yet ({e})")
     except ConfigError as e:
         return Health(False, str(e))
     return Health(True, f"run files in {store.url}: track {files.settings.track}, "

@@ -137,7 +137,7 @@ def test_simulator_health_follows_its_own_heartbeat(redis_url: str, run_id: str,
 def test_seed_health_and_wait(redis_url: str, run_id: str, store_url: str):
     env = service_env(run_id, redis_url, store_url)
     missing = health("seed", env)
-    assert missing.returncode == 1 and "seed unhealthy" in missing.stderr
+    assert missing.returncode == 1 and "seed unhealthy: not seeded yet" in missing.stderr
 
     waiter = subprocess.Popen([sys.executable, "-m", "hotlap", "health", "--role", "seed", "--wait", str(WAIT_S)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)

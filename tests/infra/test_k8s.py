@@ -39,13 +39,12 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|AUTH", re.IGNORECASE
 URL_CREDENTIALS = re.compile(r"://[^/\s]*@")
 
 KUBECTL = shutil.which("kubectl")
-if KUBECTL is None and os.environ.get("CI") == "true":
-    pytest.fail("kubectl is missing: CI must render infra/k8s/ (install kubectl, which has kustomize built in)",
-                pytrace=False)
 
 
 def _kustomize(path: Path) -> list[dict[str, Any]]:
     if KUBECTL is None:
+        if os.environ.get("CI") == "true":  # CI must render the manifests, not skip them
+            pytest.fail("kubectl is missing: CI must render infra/k8s/ (kubectl has kustomize built in)")
         pytest.skip("kubectl is not installed")
     result = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"kubectl kustomize {path.relative_to(REPO)} failed:\n{result.stderr}"

@@ -62,6 +62,7 @@ def test_gpu_override_reserves_a_gpu_for_the_trainer_only():
     assert trainer["environment"]["HOTLAP_DEVICE"] == "cuda"
     assert trainer["image"] == "hotlap/app-gpu:latest" != base["trainer"]["image"]
     assert trainer["build"]["args"]["TORCH_BUILD"] == "cuda"
+    assert Path(trainer["build"]["context"]) == REPO  # paths resolve from the project, not infra/
     assert trainer["command"] == base["trainer"]["command"]
     # the rest of the trainer's environment is compose's, unchanged
     assert {k: v for k, v in trainer["environment"].items() if k != "HOTLAP_DEVICE"} == \

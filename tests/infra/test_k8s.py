@@ -129,6 +129,17 @@ def test_one_trainer_recreated_and_scalable_simulators(overlay):
     assert seed["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "hotlap", "seed"]
 
 
+def test_seed_reads_the_users_files_from_a_configmap(overlay):
+    _, objects = overlay
+    spec = _one(objects, "Job", "seed")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    folder = next(e["value"] for e in container["env"] if e["name"] == "HOTLAP_CUSTOM_FILES")
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == folder)
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    # optional: without the ConfigMap the folder is empty and the embedded defaults are used
+    assert volume["configMap"] == {"name": "hotlap-custom-files", "optional": True}
+
+
 def test_every_pod_is_non_root_with_requests_and_limits(overlay):
     _, objects = overlay
     for where, spec in _pod_specs(objects).items():

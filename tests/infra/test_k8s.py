@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,21 @@ def test_default_settings_are_composes_defaults():
             ref = entry.get("valueFrom", {}).get("configMapKeyRef")
             k8s_value = settings[ref["key"]] if ref else entry["value"]
             assert k8s_value == _compose_value(compose_env[var]), (service, var)
+
+
+def test_seed_reads_a_configmap_mounted_folder(tmp_path: Path):
+    """A ConfigMap volume is `..data` -> a timestamped folder, each file a symlink through `..data`."""
+    mount = tmp_path / "custom_files"
+    data = mount / "..2026_01_01_00_00_00.000000001"
+    data.mkdir(parents=True)
+    (data / "hyperparameters.json").write_text('{"num_episodes_between_training": 7}')
+    (mount / "..data").symlink_to(data.name)
+    (mount / "hyperparameters.json").symlink_to("..data/hyperparameters.json")
+    store = tmp_path / "store"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HOTLAP_")},
+           "HOTLAP_STORE_URL": f"file://{store}", "HOTLAP_CUSTOM_FILES": str(mount)}
+    result = subprocess.run([sys.executable, "-m", "hotlap", "seed", "--max-iterations", "3"], env=env,
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "3 iterations of 7 episodes" in result.stdout
+    assert '"num_episodes_between_training": 7' in (store / "ip" / "hyperparameters.json").read_text()

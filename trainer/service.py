@@ -77,8 +77,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         build = f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build")
-        raise DeviceError(f"HOTLAP_DEVICE=cuda but no CUDA GPU is visible ({build}); use the GPU image "
-                          "(infra/Dockerfile.gpu) with a GPU reserved for the trainer, or HOTLAP_DEVICE=cpu")
+        raise DeviceError(f"HOTLAP_DEVICE=cuda but no CUDA GPU is visible ({build}); run the trainer's GPU "
+                          "image with a GPU reserved (infra/docker-compose.gpu.yml, infra/k8s/overlays/gpu), "
+                          "or set HOTLAP_DEVICE=cpu")
     return torch.device(name)
 
 

@@ -29,7 +29,7 @@ def test_cuda_without_gpu_exits_before_any_work(tmp_path: Path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("trainer: HOTLAP_DEVICE=cuda but no CUDA GPU is visible (torch 2.13.0")
-    assert "HOTLAP_DEVICE=cpu" in lines[0]
+    assert "infra/docker-compose.gpu.yml" in lines[0] and "HOTLAP_DEVICE=cpu" in lines[0]
     assert not (tmp_path / "store").exists()
 
 

@@ -8,20 +8,35 @@ Process configs are built once at the entry point (from the environment) and pas
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:  # networks imports torch; keep config light for the CLI
     from shared.networks import ActionSpec
 
-# DeepRacer's physical limits: actions are clipped to these when sent to the car.
+log = logging.getLogger("hotlap.config")
+
+# DeepRacer's physical limits: actions are clipped to these when sent to the car (simapp
+# agent_ctrl/constants.py MAX_ANGLE/MIN_SPEED/MAX_SPEED; deepracer-formats.md §2). model_metadata.json
+# may hold values outside them (the re:Invent 2018 action space steers ±45°): DeepRacer parses those
+# and clips at drive time, and so does hotlap (simulator/car.py), with one warning per file.
 MAX_STEERING_DEG = 30.0
 MIN_SPEED = 0.1
 MAX_SPEED = 4.0
@@ -76,29 +91,26 @@ def _validate(model: type[BaseModel], data: Any, source: str) -> Any:
 # --------------------------------------------------------------------------- model_metadata.json
 
 
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    return value
+
+
 class DiscreteAction(BaseModel):
+    """One entry of a discrete ``action_space``. Any finite values are accepted, as DeepRacer does:
+    values beyond the car's limits are clipped when driving (see :meth:`ModelMetadata.outside_limits`)."""
+
     model_config = ConfigDict(extra="ignore")  # console files carry "index"; DeepRacer ignores it
 
     steering_angle: float
     speed: float
 
-    @field_validator("steering_angle")
-    @classmethod
-    def _steering_in_limits(cls, value: float) -> float:
-        if not math.isfinite(value) or abs(value) > MAX_STEERING_DEG:
-            raise ValueError(f"steering_angle {value} is outside DeepRacer's ±{MAX_STEERING_DEG}°")
-        return value
-
-    @field_validator("speed")
-    @classmethod
-    def _speed_in_limits(cls, value: float) -> float:
-        if not math.isfinite(value) or not MIN_SPEED <= value <= MAX_SPEED:
-            raise ValueError(f"speed {value} is outside DeepRacer's [{MIN_SPEED}, {MAX_SPEED}] m/s")
-        return value
+    _check_finite = field_validator("steering_angle", "speed")(_finite)
 
 
 class ActionRange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     low: float
     high: float
@@ -111,23 +123,38 @@ class ActionRange(BaseModel):
 
 
 class ContinuousActionSpace(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """``{"steering_angle": {"low", "high"}, "speed": {"low", "high"}}``; ranges beyond the car's
+    limits are accepted and clipped when driving, as DeepRacer does."""
+
+    model_config = ConfigDict(extra="ignore")
 
     steering_angle: ActionRange
     speed: ActionRange
 
-    @model_validator(mode="after")
-    def _in_limits(self) -> ContinuousActionSpace:
-        s, v = self.steering_angle, self.speed
-        if s.low < -MAX_STEERING_DEG or s.high > MAX_STEERING_DEG:
-            raise ValueError(f"steering_angle range [{s.low}, {s.high}] exceeds ±{MAX_STEERING_DEG}°")
-        if v.low < MIN_SPEED or v.high > MAX_SPEED:
-            raise ValueError(f"speed range [{v.low}, {v.high}] exceeds [{MIN_SPEED}, {MAX_SPEED}] m/s")
-        return self
+
+def _action_space_form(value: Any) -> str | None:
+    """Which form an ``action_space`` has, so that pydantic reports the errors of that form only
+    (a broken discrete list must not also print the continuous form's complaints)."""
+    if isinstance(value, list | tuple):
+        return "discrete"
+    if isinstance(value, dict | ContinuousActionSpace):
+        return "continuous"
+    return None
+
+
+ActionSpace = Annotated[
+    Annotated[list[DiscreteAction], Tag("discrete")] | Annotated[ContinuousActionSpace, Tag("continuous")],
+    Discriminator(
+        _action_space_form,
+        custom_error_type="action_space_form",
+        custom_error_message="must be a list of {steering_angle, speed} actions (discrete) or an object "
+        "{steering_angle: {low, high}, speed: {low, high}} (continuous)",
+    ),
+]
 
 
 class LidarConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # simapp reads only the keys it knows
 
     num_sectors: int = 8
     num_values_per_sector: int = 8
@@ -146,7 +173,7 @@ class ModelMetadata(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    action_space: list[DiscreteAction] | ContinuousActionSpace
+    action_space: ActionSpace
     action_space_type: Literal["discrete", "continuous"] = "discrete"
     sensor: list[str] = Field(default_factory=lambda: ["FRONT_FACING_CAMERA"])
     neural_network: str = "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW"
@@ -212,11 +239,44 @@ class ModelMetadata(BaseModel):
 
     @classmethod
     def parse(cls, text: str | bytes, source: str = "model_metadata.json") -> ModelMetadata:
+        """Validate a model_metadata.json text. Raises :class:`ConfigError` listing every problem.
+
+        Values outside the car's limits (steering ±30°, speed [0.1, 4] m/s; deepracer-formats.md §2)
+        are accepted, as DeepRacer accepts them, with one warning naming the file and the values.
+        """
         data = _parse_json(text, source)
         if isinstance(data, dict) and "action_space" not in data:
             raise ConfigError(source, ["action_space: no action space defined"])
         metadata: ModelMetadata = _validate(cls, data, source)
+        outside = metadata.outside_limits()
+        if outside:
+            log.warning("%s: action values outside DeepRacer's limits are clipped when driving to steering "
+                        "±%g° and speed [%g, %g] m/s, as DeepRacer does (the reward function still sees the "
+                        "values of the file): %s", source, MAX_STEERING_DEG, MIN_SPEED, MAX_SPEED,
+                        "; ".join(outside))
         return metadata
+
+    def outside_limits(self) -> list[str]:
+        """Each action value the car will clip, e.g. ``"action 0 steering_angle 45"`` (empty if none)."""
+        def steering_ok(v: float) -> bool:
+            return abs(v) <= MAX_STEERING_DEG
+
+        def speed_ok(v: float) -> bool:
+            return MIN_SPEED <= v <= MAX_SPEED
+
+        found = []
+        if isinstance(self.action_space, list):
+            for i, a in enumerate(self.action_space):
+                if not steering_ok(a.steering_angle):
+                    found.append(f"action {i} steering_angle {a.steering_angle:g}")
+                if not speed_ok(a.speed):
+                    found.append(f"action {i} speed {a.speed:g}")
+        else:
+            for name, ok in (("steering_angle", steering_ok), ("speed", speed_ok)):
+                r = getattr(self.action_space, name)
+                if not (ok(r.low) and ok(r.high)):
+                    found.append(f"{name} range [{r.low:g}, {r.high:g}]")
+        return found
 
     def action_spec(self) -> ActionSpec:
         from shared.networks import ActionSpec
@@ -238,27 +298,62 @@ class ModelMetadata(BaseModel):
 # --------------------------------------------------------------------------- hyperparameters.json
 
 
+DEEPRACER_HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
+    "batch_size": 64,
+    "beta_entropy": 0.01,
+    "discount_factor": 0.999,
+    "e_greedy_value": 0.05,
+    "epsilon_steps": 10000,
+    "exploration_type": "categorical",
+    "loss_type": "mean squared error",
+    "lr": 0.0003,
+    "num_episodes_between_training": 20,
+    "num_epochs": 10,
+    "stack_size": 1,
+    "term_cond_avg_score": 100000.0,
+    "term_cond_max_episodes": 100000,
+}
+"""The one home of hyperparameter defaults: the value DeepRacer uses when hyperparameters.json lacks
+the key (simapp ``sagemaker_graph_manager.py::get_updated_hyper_parameters`` for clipped PPO;
+deepracer-formats.md §3.1). These 13 keys are also exactly what DeepRacer writes back as the resolved
+``ip/hyperparameters.json``. Note DRfC's template file differs (discount 0.99, huber, 5 epochs): a key
+present in the file wins, a missing key gets this value — on DeepRacer and in hotlap alike."""
+
+OTHER_DEEPRACER_KEYS: dict[str, Any] = {"sac_alpha": 0.2, "max_sample_count": 0, "sampling_frequency": 1}
+"""Keys DeepRacer reads for SAC or its optional sample collector: accepted, no effect in hotlap."""
+
+HOTLAP_EXTENSION_DEFAULTS: dict[str, Any] = {"hotlap_shared_trunk": False}
+"""hotlap's own hyperparameters.json keys (DeepRacer ignores unknown keys, so a file carrying them
+still runs there). ``hotlap_shared_trunk``: one embedder+middleware shared by the policy and value
+heads instead of DeepRacer's two separate networks (faster, not DeepRacer's; shared/networks.py)."""
+
+_D = DEEPRACER_HYPERPARAMETER_DEFAULTS
+
+
 class Hyperparameters(BaseModel):
-    """DeepRacer's hyperparameters.json with DRfC's defaults. Unknown keys are rejected (typos)."""
+    """DeepRacer's hyperparameters.json; a missing key takes DeepRacer's code default
+    (:data:`DEEPRACER_HYPERPARAMETER_DEFAULTS`). Unknown keys are ignored with a warning, as DeepRacer
+    ignores them (see :meth:`parse`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
-    batch_size: int = Field(64, ge=1)
-    beta_entropy: float = Field(0.01, ge=0.0)
-    discount_factor: float = Field(0.99, gt=0.0, le=1.0)
-    e_greedy_value: float = Field(0.05, ge=0.0, le=1.0)
-    epsilon_steps: int = Field(10000, ge=1)
-    exploration_type: Literal["categorical", "e-greedy"] = "categorical"
-    loss_type: Literal["huber", "mean squared error"] = "huber"
-    lr: float = Field(0.0003, gt=0.0, le=1.0)
-    num_episodes_between_training: int = Field(20, ge=1)
-    num_epochs: int = Field(5, ge=1)
-    stack_size: int = Field(1, ge=1)
-    term_cond_avg_score: float = 350.0
-    term_cond_max_episodes: int = Field(1000, ge=1)
-    sac_alpha: float = Field(0.2, ge=0.0)
-    max_sample_count: int = Field(0, ge=0)
-    sampling_frequency: int = Field(1, ge=1)
+    batch_size: int = Field(_D["batch_size"], ge=1)
+    beta_entropy: float = Field(_D["beta_entropy"], ge=0.0)
+    discount_factor: float = Field(_D["discount_factor"], ge=0.0, le=1.0)
+    e_greedy_value: float = Field(_D["e_greedy_value"], ge=0.0, le=1.0)
+    epsilon_steps: int = Field(_D["epsilon_steps"], ge=1)
+    exploration_type: Literal["categorical", "e-greedy"] = _D["exploration_type"]
+    loss_type: Literal["huber", "mean squared error"] = _D["loss_type"]
+    lr: float = Field(_D["lr"], gt=0.0, le=1.0)
+    num_episodes_between_training: int = Field(_D["num_episodes_between_training"], ge=1)
+    num_epochs: int = Field(_D["num_epochs"], ge=1)
+    stack_size: int = Field(_D["stack_size"], ge=1)
+    term_cond_avg_score: float = _D["term_cond_avg_score"]
+    term_cond_max_episodes: int = Field(_D["term_cond_max_episodes"], ge=1)
+    sac_alpha: float = Field(OTHER_DEEPRACER_KEYS["sac_alpha"], ge=0.0)
+    max_sample_count: int = Field(OTHER_DEEPRACER_KEYS["max_sample_count"], ge=0)
+    sampling_frequency: int = Field(OTHER_DEEPRACER_KEYS["sampling_frequency"], ge=1)
+    hotlap_shared_trunk: bool = HOTLAP_EXTENSION_DEFAULTS["hotlap_shared_trunk"]
 
     @field_validator("exploration_type", "loss_type", mode="before")
     @classmethod
@@ -267,12 +362,40 @@ class Hyperparameters(BaseModel):
 
     @classmethod
     def parse(cls, text: str | bytes, source: str = "hyperparameters.json") -> Hyperparameters:
-        hp: Hyperparameters = _validate(cls, _parse_json(text, source), source)
+        """Validate a hyperparameters.json text. Raises :class:`ConfigError` listing every bad value.
+
+        Keys DeepRacer does not know are ignored, as DeepRacer ignores them, with one warning naming
+        the file and the keys (a typo such as ``learning_rate`` for ``lr`` leaves the default in force).
+        """
+        data = _parse_json(text, source)
+        hp: Hyperparameters = _validate(cls, data, source)
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            log.warning("%s: ignoring unknown key(s) %s, as DeepRacer does; known keys: %s", source,
+                        ", ".join(repr(k) for k in unknown), ", ".join(sorted(cls.model_fields)))
         return hp
 
     def to_json(self) -> str:
-        # DeepRacer writes the resolved dict sorted with indent 2; deepracer-utils parses it.
-        return json.dumps(self.model_dump(), indent=2, sort_keys=True)
+        """DeepRacer's resolved dict (its 13 clipped-PPO keys, sorted, indent 2: deepracer-utils parses
+        it) plus hotlap's extension keys, which the workers read back from the store."""
+        values = self.model_dump()
+        keys = [*DEEPRACER_HYPERPARAMETER_DEFAULTS, *HOTLAP_EXTENSION_DEFAULTS]
+        return json.dumps({k: values[k] for k in keys}, indent=2, sort_keys=True)
+
+
+# DeepRacer's trainer stops collecting an iteration's experience past this many steps: its memory
+# backend's MAX_MEMORY_STEPS, 10,000 for the shallow network and 3,000 for the others unless
+# MAX_MEMORY_STEPS is set (deepracer-formats.md §7.3; DRfC DR_TRAIN_MAX_STEPS_PER_ITERATION).
+STEP_CAP_SHALLOW = 10000
+STEP_CAP_DEEPER = 3000
+
+
+def max_steps_per_iteration(neural_network: str, override: int | None = None) -> int:
+    """Steps per iteration the trainer collects at most: ``override`` (training_params.yaml
+    ``MAX_STEPS_PER_ITERATION``) if given, else DeepRacer's cap for the network."""
+    if override is not None:
+        return override
+    return STEP_CAP_SHALLOW if neural_network == "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW" else STEP_CAP_DEEPER
 
 
 # --------------------------------------------------------------------------- training_params.yaml
@@ -303,7 +426,8 @@ class RunSettings(BaseModel):
     schedule: Literal["sync", "async"] = Field("sync", alias="SCHEDULE")
     max_staleness: int = Field(1, ge=0, alias="MAX_STALENESS")
     reward_time_limit_s: float = Field(1.0, gt=0.0, alias="REWARD_TIME_LIMIT_S")
-    max_steps_per_iteration: int = Field(10000, ge=1, alias="MAX_STEPS_PER_ITERATION")
+    # None: DeepRacer's cap for the network (max_steps_per_iteration()).
+    max_steps_per_iteration: int | None = Field(None, ge=1, alias="MAX_STEPS_PER_ITERATION")
 
     @classmethod
     def parse(cls, text: str | bytes, source: str = "training_params.yaml") -> RunSettings:

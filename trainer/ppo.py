@@ -21,7 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.config import DEEPRACER_HYPERPARAMETER_DEFAULTS as HP_DEFAULTS
 from shared.networks import PolicyNetwork
+
+_LOSSES: dict[str, Literal["huber", "mse"]] = {"huber": "huber", "mean squared error": "mse"}
 
 
 class EpisodeData(Protocol):
@@ -58,16 +61,18 @@ class EpisodeData(Protocol):
 
 @dataclass(frozen=True)
 class PPOSettings:
-    """PPO hyperparameters. Defaults = DeepRacer's code defaults plus its fixed PPO settings."""
+    """PPO hyperparameters. Defaults: DeepRacer's code defaults from the one table
+    (``shared.config.DEEPRACER_HYPERPARAMETER_DEFAULTS``, deepracer-formats.md §3.1) plus its fixed
+    PPO settings (clip 0.2, GAE lambda 0.95)."""
 
-    learning_rate: float = 3e-4
-    discount: float = 0.999
+    learning_rate: float = HP_DEFAULTS["lr"]
+    discount: float = HP_DEFAULTS["discount_factor"]
     gae_lambda: float = 0.95
     clip_epsilon: float = 0.2
-    num_epochs: int = 10
-    batch_size: int = 64
-    entropy_coef: float = 0.01
-    value_loss: Literal["huber", "mse"] = "huber"
+    num_epochs: int = HP_DEFAULTS["num_epochs"]
+    batch_size: int = HP_DEFAULTS["batch_size"]
+    entropy_coef: float = HP_DEFAULTS["beta_entropy"]
+    value_loss: Literal["huber", "mse"] = _LOSSES[HP_DEFAULTS["loss_type"]]
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
@@ -101,20 +106,23 @@ class PPOSettings:
     def from_hyperparameters(cls, hp: Mapping[str, Any]) -> PPOSettings:
         """From DeepRacer's ``hyperparameters.json`` keys; unrelated keys are ignored.
 
-        A missing key takes the simapp's default (``get_updated_hyper_parameters``), which for
-        ``loss_type`` is "mean squared error", not the "huber" of DRfC's template file.
+        A missing key takes DeepRacer's code default from the one table
+        (``shared.config.DEEPRACER_HYPERPARAMETER_DEFAULTS``): for ``loss_type`` that is
+        "mean squared error", not the "huber" of DRfC's template file.
         """
-        loss_type = str(hp.get("loss_type", "mean squared error")).strip().lower()
-        losses: dict[str, Literal["huber", "mse"]] = {"huber": "huber", "mean squared error": "mse"}
-        if loss_type not in losses:
+        def get(key: str) -> Any:
+            return hp.get(key, HP_DEFAULTS[key])
+
+        loss_type = str(get("loss_type")).strip().lower()
+        if loss_type not in _LOSSES:
             raise ValueError(f"loss_type must be 'huber' or 'mean squared error', got {hp['loss_type']!r}")
         return cls(
-            learning_rate=float(hp.get("lr", 0.0003)),
-            discount=float(hp.get("discount_factor", 0.999)),
-            num_epochs=int(hp.get("num_epochs", 10)),
-            batch_size=int(hp.get("batch_size", 64)),
-            entropy_coef=float(hp.get("beta_entropy", 0.01)),
-            value_loss=losses[loss_type],
+            learning_rate=float(get("lr")),
+            discount=float(get("discount_factor")),
+            num_epochs=int(get("num_epochs")),
+            batch_size=int(get("batch_size")),
+            entropy_coef=float(get("beta_entropy")),
+            value_loss=_LOSSES[loss_type],
         )
 
 

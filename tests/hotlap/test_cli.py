@@ -16,7 +16,7 @@ def hotlap(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_malformed_model_metadata_stops_the_run(tmp_path: Path):
     bad = tmp_path / "model_metadata.json"
-    bad.write_text(json.dumps({"action_space": [{"steering_angle": 60, "speed": 1}], "sensor": ["SONAR"]}))
+    bad.write_text(json.dumps({"action_space": [{"steering_angle": "hard left", "speed": 1}], "sensor": ["SONAR"]}))
     result = hotlap("train", "--model-metadata", str(bad), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 2
     assert str(bad) in result.stderr

@@ -1,8 +1,21 @@
 import json
+import logging
+from importlib import resources
 
+import numpy as np
 import pytest
 
-from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings, ServiceConfig
+from shared.config import (
+    DEEPRACER_HYPERPARAMETER_DEFAULTS,
+    HOTLAP_EXTENSION_DEFAULTS,
+    MAX_STEERING_DEG,
+    ConfigError,
+    Hyperparameters,
+    ModelMetadata,
+    RunSettings,
+    ServiceConfig,
+)
+from simulator.car import CarState
 
 DISCRETE = {
     "action_space": [{"steering_angle": -30, "speed": 0.6, "index": 0}, {"steering_angle": 15.5, "speed": 1.0}],
@@ -49,7 +62,7 @@ def test_defaults_when_keys_absent():
 
 def test_every_problem_is_reported_at_once_with_field_paths():
     bad = {
-        "action_space": [{"steering_angle": 45, "speed": 1.0}, {"steering_angle": 0, "speed": "fast"}],
+        "action_space": [{"steering_angle": 0, "speed": "fast"}, {"steering_angle": 10}],
         "sensor": ["FRONT_FACING_CAMERA", "RADAR"],
         "neural_network": "RESNET",
     }
@@ -57,12 +70,12 @@ def test_every_problem_is_reported_at_once_with_field_paths():
         ModelMetadata.parse(json.dumps(bad), "custom/model_metadata.json")
     text = str(info.value)
     assert "custom/model_metadata.json" in text
-    assert "action_space.list[DiscreteAction].0.steering_angle" in text or "action_space" in text
-    assert "45" in text
-    assert "speed" in text
     assert "RADAR" in text
     assert "RESNET" in text
-    assert len(info.value.problems) >= 4
+    # One message per real problem, each with its path; nothing about the continuous form.
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "action_space.discrete.0.speed", "action_space.discrete.1.speed", "sensor", "neural_network"]
+    assert "continuous" not in text.lower()
 
 
 def test_malformed_json_names_file_and_position():
@@ -91,17 +104,18 @@ def test_sac_is_rejected_clearly():
 def test_hyperparameters_defaults_and_deepracer_output():
     hp = Hyperparameters.parse("{}")
     assert hp.num_episodes_between_training == 20
-    assert hp.term_cond_max_episodes == 1000
+    assert hp.term_cond_max_episodes == 100000
     resolved = json.loads(hp.to_json())
     assert list(resolved) == sorted(resolved)
-    assert resolved["loss_type"] == "huber"
+    assert resolved["loss_type"] == "mean squared error"
 
 
-def test_hyperparameters_reject_unknown_keys_and_bad_values():
+def test_hyperparameters_reject_bad_values():
     with pytest.raises(ConfigError) as info:
-        Hyperparameters.parse(json.dumps({"learning_rate": 0.1, "discount_factor": 2, "loss_type": "l1"}))
+        Hyperparameters.parse(json.dumps({"lr": 0, "discount_factor": 2, "loss_type": "l1"}))
     text = str(info.value)
-    assert "learning_rate" in text and "discount_factor" in text and "loss_type" in text
+    assert "lr" in text and "discount_factor" in text and "loss_type" in text
+    assert len(info.value.problems) == 3
 
 
 def test_run_settings_yaml_roundtrip_uses_deepracer_keys():
@@ -123,3 +137,115 @@ def test_empty_environment_values_mean_unset():
 
     config = WorkerConfig.from_env({"HOTLAP_STORE_URL": "file:///tmp/x", "HOTLAP_CARS_PER_WORKER": ""})
     assert config.cars_per_worker is None
+
+
+# --------------------------------------------------------------------------- files DeepRacer accepts (issue 6)
+
+# simapp's own test file (bundle/markov/tests/test_utils_parse_model_metadata.py): the re:Invent 2018
+# action space, steering ±45°, nothing but "action_space" in the file.
+REINVENT_2018 = {"action_space": [
+    {"steering_angle": 45, "speed": 0.8}, {"steering_angle": -45, "speed": 0.8}, {"steering_angle": 0, "speed": 0.8},
+    {"steering_angle": 22.5, "speed": 0.8}, {"steering_angle": -22.5, "speed": 0.8},
+    {"steering_angle": 0, "speed": 0.4},
+]}
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_reinvent_2018_action_space_is_accepted_and_clipped_when_driving(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING, logger="hotlap.config")
+    meta = ModelMetadata.parse(json.dumps(REINVENT_2018), "legacy/model_metadata.json")
+    # DeepRacer's parse: sensor "observation" (the front camera), the shallow network, clipped PPO.
+    assert meta.sensor == ["FRONT_FACING_CAMERA"]
+    assert meta.neural_network == "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW"
+    # The file's values are kept (the reward function's params["steering_angle"] is the action's value) ...
+    assert meta.action_spec().discrete_actions[:2] == ((45.0, 0.8), (-45.0, 0.8))
+    # ... with one warning that names the file and the values the car will clip.
+    [warning] = _warnings(caplog)
+    assert "legacy/model_metadata.json" in warning
+    assert "action 0 steering_angle 45" in warning and "action 1 steering_angle -45" in warning
+    assert "22.5" not in warning and "0.4" not in warning
+    # At drive time the car clips to DeepRacer's ±30°.
+    cars = CarState.at_rest(2)
+    for _ in range(30):
+        cars.step(np.arange(2), np.array([45.0, -45.0]), np.array([0.8, 0.8]))
+    np.testing.assert_allclose(np.degrees(cars.steering), [MAX_STEERING_DEG, -MAX_STEERING_DEG], rtol=1e-3)
+
+
+def test_values_beyond_the_limits_in_either_form_are_accepted_with_one_warning(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING, logger="hotlap.config")
+    discrete = {"action_space": [{"steering_angle": 0, "speed": 5}, {"steering_angle": 0, "speed": 0.05}]}
+    ModelMetadata.parse(json.dumps(discrete), "fast.json")
+    continuous = dict(CONTINUOUS, action_space={"speed": {"low": 0.5, "high": 4.5},
+                                                "steering_angle": {"low": -40, "high": 30}})
+    meta = ModelMetadata.parse(json.dumps(continuous), "wide.json")
+    assert meta.action_spec().steering_range == (-40.0, 30.0)
+    fast, wide = _warnings(caplog)
+    assert fast.startswith("fast.json") and "action 0 speed 5" in fast and "action 1 speed 0.05" in fast
+    assert wide.startswith("wide.json")
+    assert "steering_angle range [-40, 30]" in wide and "speed range [0.5, 4.5]" in wide
+    caplog.clear()
+    ModelMetadata.parse(json.dumps(DISCRETE), "fine.json")
+    assert _warnings(caplog) == []
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    ({"sensor": ["FRONT_FACING_CAMERA"]}, "no action space defined"),
+    ({"action_space": 5}, "action_space: must be a list"),
+    ({"action_space": []}, "no actions defined"),
+    ({"action_space": [{"steering_angle": 0}]}, "action_space.discrete.0.speed: Field required"),
+    ({"action_space": {"speed": {"low": 2, "high": 1}, "steering_angle": {"low": -30, "high": 30}},
+      "action_space_type": "continuous"}, "low <= high"),
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["LIDAR"]}, "exactly one camera"),
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "action_space_type": "box"}, "action_space_type"),
+])
+def test_what_deepracer_rejects_is_rejected_with_one_message(data: dict, problem: str):
+    with pytest.raises(ConfigError) as info:
+        ModelMetadata.parse(json.dumps(data), "m.json")
+    assert len(info.value.problems) == 1, info.value.problems
+    assert problem in info.value.problems[0]
+
+
+def test_a_broken_discrete_list_reports_no_continuous_noise():
+    data = {"action_space": [{"steering_angle": "left", "speed": 1.0}]}
+    with pytest.raises(ConfigError) as info:
+        ModelMetadata.parse(json.dumps(data), "m.json")
+    assert [p.split(":")[0] for p in info.value.problems] == ["action_space.discrete.0.steering_angle"]
+    assert "ContinuousActionSpace" not in str(info.value) and "continuous" not in str(info.value)
+
+
+def test_unknown_hyperparameter_keys_are_ignored_with_a_warning(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING, logger="hotlap.config")
+    text = json.dumps({"lr": 0.001, "learning_rate": 0.1, "my_note": "v2", "num_epochs": 3})
+    hp = Hyperparameters.parse(text, "custom_files/hyperparameters.json")
+    assert hp.lr == 0.001 and hp.num_epochs == 3
+    [warning] = _warnings(caplog)
+    assert "custom_files/hyperparameters.json" in warning
+    assert "'learning_rate'" in warning and "'my_note'" in warning and "'lr'" not in warning.split("known")[0]
+    resolved = json.loads(hp.to_json())
+    assert "learning_rate" not in resolved and "my_note" not in resolved
+
+
+# DeepRacer's code defaults, written out from deepracer-formats.md §3.1 (simapp get_updated_hyper_parameters).
+DEEPRACER_CODE_DEFAULTS = {
+    "batch_size": 64, "beta_entropy": 0.01, "discount_factor": 0.999, "e_greedy_value": 0.05,
+    "epsilon_steps": 10000, "exploration_type": "categorical", "loss_type": "mean squared error", "lr": 0.0003,
+    "num_episodes_between_training": 20, "num_epochs": 10, "stack_size": 1, "term_cond_avg_score": 100000.0,
+    "term_cond_max_episodes": 100000,
+}
+
+
+def test_missing_hyperparameters_take_deepracer_s_code_defaults_from_one_table():
+    assert DEEPRACER_HYPERPARAMETER_DEFAULTS == DEEPRACER_CODE_DEFAULTS
+    parsed = Hyperparameters.parse("{}").model_dump()
+    assert {k: parsed[k] for k in DEEPRACER_CODE_DEFAULTS} == DEEPRACER_CODE_DEFAULTS
+    # the resolved file DeepRacer writes back holds exactly its 13 keys (plus hotlap's extension keys)
+    resolved = json.loads(Hyperparameters.parse("{}").to_json())
+    assert set(resolved) == set(DEEPRACER_CODE_DEFAULTS) | set(HOTLAP_EXTENSION_DEFAULTS)
+
+
+def test_the_embedded_defaults_file_shows_the_same_values():
+    shipped = json.loads(resources.files("hotlap.defaults").joinpath("hyperparameters.json").read_text())
+    assert shipped == DEEPRACER_HYPERPARAMETER_DEFAULTS

@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from shared.config import DEEPRACER_HYPERPARAMETER_DEFAULTS, Hyperparameters
 from shared.networks import SHALLOW, ActionSpec, PolicyNetwork
 from trainer.ppo import (
     EpisodeData,
@@ -55,6 +57,20 @@ class Episode:
 
 def _is_episode_data(ep: EpisodeData) -> EpisodeData:  # mypy checks that Episode fits the protocol
     return ep
+
+
+def test_every_consumer_of_hyperparameter_defaults_uses_the_one_table() -> None:
+    """hyperparameters.json without a key means DeepRacer's code default (§3.1) everywhere: the
+    trainer's PPO settings, the parsed file, and the file hotlap ships."""
+    expected = PPOSettings(learning_rate=0.0003, discount=0.999, num_epochs=10, batch_size=64,
+                           entropy_coef=0.01, value_loss="mse")
+    table = DEEPRACER_HYPERPARAMETER_DEFAULTS
+    assert PPOSettings() == expected
+    assert PPOSettings.from_hyperparameters({}) == expected
+    assert PPOSettings.from_hyperparameters(table) == expected
+    assert PPOSettings.from_hyperparameters(Hyperparameters.parse("{}").model_dump()) == expected  # trainer path
+    shipped = resources.files("hotlap.defaults").joinpath("hyperparameters.json").read_text()
+    assert PPOSettings.from_hyperparameters(Hyperparameters.parse(shipped).model_dump()) == expected
 
 
 # ---------------------------------------------------------------------------------------------------------

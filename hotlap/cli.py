@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     uses_default_hyperparameters = args.hyperparameters is None and not (
         args.custom_files and (args.custom_files / "hyperparameters.json").is_file())
     if args.max_iterations is None and uses_default_hyperparameters:
-        # DeepRacer's term_cond_max_episodes (1000 iterations) is hours; a first local run should take minutes.
+        # DeepRacer's term_cond_max_episodes (100,000 iterations if unset) takes days; a first run, minutes.
         args.max_iterations = QUICK_START_ITERATIONS
     if args.cars_per_worker is None:
         args.cars_per_worker = QUICK_START_CARS_PER_WORKER
@@ -183,18 +183,19 @@ def _run_track(store_url: str, s3_endpoint_url: str | None) -> Track:
 def _load_policy(store_url: str, s3_endpoint_url: str | None,
                  version: int | None) -> tuple[object, tuple[str, ...], int]:
     """(policy, sensors, stack_size) of a run's model version, as its workers built it."""
-    from shared.config import Hyperparameters, ModelMetadata, observation_shapes
-    from shared.networks import PolicyNetwork, load_state_from_bytes
+    from shared.config import Hyperparameters, ModelMetadata
+    from shared.networks import load_state_from_bytes
+    from shared.run_files import build_policy
     from shared.store import HYPERPARAMETERS, MODEL_METADATA
 
     store = ModelStore(open_store(store_url, s3_endpoint_url))
     metadata = ModelMetadata.parse(store.get_text(MODEL_METADATA), f"{store.url}/{MODEL_METADATA}")
-    stack_size = Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}").stack_size
+    hyperparameters = Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}")
+    stack_size = hyperparameters.stack_size
     chosen = version if version is not None else store.latest_version()
     if chosen is None:
         raise StoreError(f"{store.url}: no model version published yet")
-    policy = PolicyNetwork(observation_shapes(metadata.sensor, stack_size), metadata.neural_network,
-                           metadata.action_spec())
+    policy = build_policy(metadata, hyperparameters)
     load_state_from_bytes(policy, store.load_version(chosen).weights)
     policy.eval()
     return policy, tuple(metadata.sensor), stack_size

@@ -4,32 +4,38 @@ Both sides build the same :class:`PolicyNetwork` from the same ``model_metadata.
 (sensors, neural network name, action space); weights travel between them as safetensors bytes
 (:func:`state_to_bytes` / :func:`load_state_from_bytes`), never as pickle.
 
-Layer shapes follow DeepRacer's (simapp ``sensors/utils.py``, ``architecture/custom_architectures.py``):
+Layer shapes follow DeepRacer's (simapp ``sensors/utils.py``, ``architecture/custom_architectures.py``,
+``agents/utils.py::get_network_settings``; deepracer-formats.md §2):
 
 ==========================================  ==============================================  ===========
 network                                      camera embedder (filters, kernel, stride)        middleware
 ==========================================  ==============================================  ===========
-DEEP_CONVOLUTIONAL_NETWORK_SHALLOW (default) conv [32,8,4] [64,4,2] [64,3,1], ReLU            dense 512
-DEEP_CONVOLUTIONAL_NETWORK                   conv [32,5,2] [32,3,1] [64,3,2] [64,3,1] + 64,   dense 512
-                                             tanh
-DEEP_CONVOLUTIONAL_NETWORK_DEEP              conv [32,8,4] [32,4,2] [64,4,2] [64,3,1] + norm, dense 256,128
-                                             ReLU, dense 512,512
+DEEP_CONVOLUTIONAL_NETWORK_SHALLOW (default) conv [32,8,4] [64,4,2] [64,3,1]                  dense 512
+DEEP_CONVOLUTIONAL_NETWORK                   conv [32,5,2] [32,3,1] [64,3,2] [64,3,1], dense 64 dense 512
+DEEP_CONVOLUTIONAL_NETWORK_DEEP              conv [32,8,4] [32,4,2] [64,4,2] [64,3,1],        dense 256,128
+                                             dense 512,512
 ==========================================  ==============================================  ===========
 
-``STEREO_CAMERAS`` (2 channels) uses the SHALLOW convs for SHALLOW and DeepRacer's stereo stack
-[32,3,1] [64,3,2] [64,3,1] [128,3,2] [128,3,1] for the two deeper networks. A lidar sensor goes through
-a dense [256, 256] ReLU branch whose output is concatenated with the camera embedding before the
-middleware. A policy head and a value head sit on the middleware.
+DeepRacer builds every network with ``embedder_type = SCHEME`` and ``activation_function = relu``:
+rl_coach's embedder puts a ReLU after *every* layer of the scheme and nothing else. The tanh, batch-norm
+and dropout entries in simapp's scheme tables belong to its ``BN_SCHEME``, which DeepRacer does not use;
+so no network here has tanh, normalisation or dropout. ``STEREO_CAMERAS`` (2 channels) uses the SHALLOW
+convs for SHALLOW and DeepRacer's stereo stack [32,3,1] [64,3,2] [64,3,1] [128,3,2] [128,3,1] for the two
+deeper networks. A lidar sensor goes through a dense [256, 256] branch whose output is concatenated
+with the camera embedding before the middleware.
 
-Deliberate differences from DeepRacer, so that PPO's probability ratios are exact:
-``..._DEEP``'s BatchNorm is replaced by GroupNorm (per-sample, so the output never depends on the
-batch or on train/eval mode) and its dropout layers are left out.
+Policy and value are **separate networks**, as DeepRacer's clipped PPO builds them (rl_coach
+``use_separate_networks_per_head = True``: ``network_0`` = value, ``network_1`` = policy, each with its own
+embedders and middleware). ``shared_trunk=True`` (hyperparameters.json ``hotlap_shared_trunk``, a hotlap
+extension) puts both heads on one trunk instead: about half the compute, not DeepRacer's.
 
 Camera pixels arrive as uint8 (any dtype is accepted) and are scaled by 1/255; lidar arrives as
 float32 and is used as is. Continuous actions are a diagonal Gaussian with a learned state-independent
-log-std in a normalised [-1, 1] space per dimension (steering, speed); the env action is the affine
-map of the sample onto the metadata ranges, clipped to the range. Log-probabilities and entropies are
-always those of the unclipped normalised sample, so the worker's and the trainer's numbers agree.
+log-std in a normalised [-1, 1] space per dimension (steering, speed), initialised to 0 (std 1) and
+clamped to [-20, 3] before ``exp`` as DeepRacer's patched rl_coach ``ppo_head.py`` does; the env action
+is the affine map of the sample onto the metadata ranges, clipped to the range. Log-probabilities and
+entropies are always those of the unclipped normalised sample, so the worker's and the trainer's
+numbers agree.
 
 Only torch, numpy and safetensors are imported here.
 """
@@ -67,9 +73,11 @@ IMAGE_HEIGHT, IMAGE_WIDTH = 120, 160  # DeepRacer TRAINING_IMAGE_SIZE = (160, 12
 LIDAR_SIZE = 64  # TRAINING_LIDAR_SIZE
 SECTOR_LIDAR_SIZE = 8  # NUMBER_OF_LIDAR_SECTORS
 
-INITIAL_LOG_STD = math.log(0.5)
-"""Initial per-dimension std of the continuous policy in the normalised [-1, 1] action space.
-0.5 keeps ~5 % of the first samples outside the range (std 1.0 would clip ~32 % to the extremes)."""
+INITIAL_LOG_STD = 0.0
+"""Initial per-dimension log-std of the continuous policy: DeepRacer's rl_coach PPO head starts
+``policy_log_std`` at zeros (std 1 in the normalised [-1, 1] action space)."""
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 3.0
+"""DeepRacer clamps the log-std to this range before ``exp`` (simapp ``rl_coach.patch``, ppo_head.py)."""
 
 POLICY_HEAD_GAIN = 0.01  # CleanRL: small policy-head init -> near-uniform / near-zero-mean start
 VALUE_HEAD_GAIN = 1.0
@@ -83,29 +91,24 @@ _DEEP_CONV_CONVS: _ConvSpec = ((32, 5, 2), (32, 3, 1), (64, 3, 2), (64, 3, 1))
 _DEEP_CONVS: _ConvSpec = ((32, 8, 4), (32, 4, 2), (64, 4, 2), (64, 3, 1))
 _STEREO_DEEP_CONVS: _ConvSpec = ((32, 3, 1), (64, 3, 2), (64, 3, 1), (128, 3, 2), (128, 3, 1))
 _LIDAR_DENSE = (256, 256)
-_GROUPNORM_GROUPS = 8
 
 
 @dataclass(frozen=True)
 class _Topology:
     convs: _ConvSpec
     conv_dense: tuple[int, ...]  # dense layers after the flattened convs (camera branch)
-    activation: Literal["relu", "tanh"]  # camera branch activation
-    conv_norm: bool  # GroupNorm after each conv (stands in for DeepRacer's BatchNorm)
     middleware: tuple[int, ...]
 
 
 def _topology(network: str, stereo: bool) -> _Topology:
     if network == SHALLOW:
-        return _Topology(_SHALLOW_CONVS, (), "relu", False, (512,))
+        return _Topology(_SHALLOW_CONVS, (), (512,))
     if network == DEEP_CONV:
-        if stereo:
-            return _Topology(_STEREO_DEEP_CONVS, (), "relu", False, (512,))
-        return _Topology(_DEEP_CONV_CONVS, (64,), "tanh", False, (512,))
+        return _Topology(_STEREO_DEEP_CONVS, (), (512,)) if stereo else _Topology(_DEEP_CONV_CONVS, (64,), (512,))
     if network == DEEP:
         if stereo:
-            return _Topology(_STEREO_DEEP_CONVS, (), "relu", False, (256, 128))
-        return _Topology(_DEEP_CONVS, (512, 512), "relu", True, (256, 128))
+            return _Topology(_STEREO_DEEP_CONVS, (), (256, 128))
+        return _Topology(_DEEP_CONVS, (512, 512), (256, 128))
     raise ValueError(f"unknown neural_network {network!r}; expected one of {', '.join(NETWORKS)}")
 
 
@@ -236,20 +239,16 @@ def _init(layer: nn.Linear | nn.Conv2d, gain: float) -> None:
         nn.init.zeros_(layer.bias)
 
 
-def _activation(name: _Activation) -> nn.Module:
-    return nn.ReLU() if name == "relu" else nn.Tanh()
+_RELU_GAIN = math.sqrt(2.0)
 
 
-_Activation = Literal["relu", "tanh"]
-
-
-def _dense_stack(in_features: int, widths: Sequence[int], activation: _Activation) -> tuple[nn.Sequential, int]:
+def _dense_stack(in_features: int, widths: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """Dense layers, each followed by a ReLU (rl_coach's SCHEME embedder/middleware)."""
     layers: list[nn.Module] = []
-    gain = nn.init.calculate_gain(activation)
     for width in widths:
         linear = nn.Linear(in_features, width)
-        _init(linear, gain)
-        layers += [linear, _activation(activation)]
+        _init(linear, _RELU_GAIN)
+        layers += [linear, nn.ReLU()]
         in_features = width
     return nn.Sequential(*layers), in_features
 
@@ -261,16 +260,12 @@ class CameraEmbedder(nn.Module):
         super().__init__()
         channels = 1 if len(shape) == 2 else shape[0]
         height, width = shape[-2:]
-        gain = nn.init.calculate_gain(topology.activation)
         layers: list[nn.Module] = []
         in_channels = channels
         for filters, kernel, stride in topology.convs:
             conv = nn.Conv2d(in_channels, filters, kernel, stride)
-            _init(conv, gain)
-            layers.append(conv)
-            if topology.conv_norm:
-                layers.append(nn.GroupNorm(_GROUPNORM_GROUPS, filters))
-            layers.append(_activation(topology.activation))
+            _init(conv, _RELU_GAIN)
+            layers += [conv, nn.ReLU()]
             in_channels = filters
         layers.append(nn.Flatten())
         self.conv = nn.Sequential(*layers)
@@ -279,7 +274,7 @@ class CameraEmbedder(nn.Module):
                 flat = self.conv(torch.zeros(1, channels, height, width)).shape[1]
         except RuntimeError as e:
             raise ValueError(f"camera image {height}x{width} is too small for {name}") from e
-        self.dense, self.out_features = _dense_stack(flat, topology.conv_dense, topology.activation)
+        self.dense, self.out_features = _dense_stack(flat, topology.conv_dense)
 
     def forward(self, image: Tensor) -> Tensor:
         x = image.float() * (1.0 / 255.0)
@@ -308,14 +303,47 @@ class ActResult:
     speed: np.ndarray
 
 
+class Tower(nn.Module):
+    """One network of the actor-critic: sensor embedders -> concat -> middleware, (B, hidden)."""
+
+    def __init__(self, observation_spec: Mapping[str, tuple[int, ...]], camera: str | None, lidar: str | None,
+                 topology: _Topology, network: str) -> None:
+        super().__init__()
+        self.camera_sensor, self.lidar_sensor = camera, lidar
+        features = 0
+        self.camera: CameraEmbedder | None = None
+        self.lidar: nn.Sequential | None = None
+        if camera is not None:
+            self.camera = CameraEmbedder(observation_spec[camera], topology, network)
+            features += self.camera.out_features
+        if lidar is not None:
+            self.lidar, lidar_features = _dense_stack(observation_spec[lidar][0], _LIDAR_DENSE)
+            features += lidar_features
+        self.middleware, self.out_features = _dense_stack(features, topology.middleware)
+
+    def forward(self, obs: Mapping[str, Tensor]) -> Tensor:
+        parts = []
+        if self.camera is not None:
+            parts.append(self.camera(obs[self.camera_sensor]))  # type: ignore[index]
+        if self.lidar is not None:
+            parts.append(self.lidar(obs[self.lidar_sensor].float()))  # type: ignore[index]
+        return self.middleware(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+
+
 class PolicyNetwork(nn.Module):
-    """DeepRacer-style actor-critic: sensor embedders -> concat -> middleware -> policy head, value head."""
+    """DeepRacer's clipped-PPO actor-critic: a policy network and a separate value network.
+
+    ``policy_tower`` + ``policy_head`` give the action distribution, ``value_tower`` + ``value_head`` the
+    state value; the two share no parameters (DeepRacer's ``use_separate_networks_per_head``). With
+    ``shared_trunk=True`` (hotlap extension) ``value_tower`` is None and both heads sit on the policy tower.
+    """
 
     def __init__(
         self,
         observation_spec: Mapping[str, tuple[int, ...]],
         network: str,
         action_spec: ActionSpec,
+        shared_trunk: bool = False,
     ) -> None:
         super().__init__()
         if network not in NETWORKS:
@@ -323,22 +351,16 @@ class PolicyNetwork(nn.Module):
         self.observation_spec = {name: tuple(int(d) for d in dims) for name, dims in observation_spec.items()}
         self.network = network
         self.action_spec = action_spec
+        self.shared_trunk = shared_trunk
         self.camera_sensor, self.lidar_sensor = _split_sensors(self.observation_spec)
         topology = _topology(network, stereo=self.camera_sensor == STEREO_CAMERA)
 
-        # input embedders
-        features = 0
-        self.camera: CameraEmbedder | None = None
-        self.lidar: nn.Sequential | None = None
-        if self.camera_sensor is not None:
-            self.camera = CameraEmbedder(self.observation_spec[self.camera_sensor], topology, network)
-            features += self.camera.out_features
-        if self.lidar_sensor is not None:
-            self.lidar, lidar_features = _dense_stack(self.observation_spec[self.lidar_sensor][0], _LIDAR_DENSE, "relu")
-            features += lidar_features
+        def tower() -> Tower:
+            return Tower(self.observation_spec, self.camera_sensor, self.lidar_sensor, topology, network)
 
-        # middleware and heads
-        self.middleware, hidden = _dense_stack(features, topology.middleware, "relu")
+        self.policy_tower = tower()
+        self.value_tower: Tower | None = None if shared_trunk else tower()
+        hidden = self.policy_tower.out_features
         self.policy_head = nn.Linear(hidden, action_spec.num_actions)
         _init(self.policy_head, POLICY_HEAD_GAIN)
         self.value_head = nn.Linear(hidden, 1)
@@ -355,35 +377,36 @@ class PolicyNetwork(nn.Module):
 
     # -- torch API (trainer) ---------------------------------------------------------------------------
 
-    def _features(self, obs: Mapping[str, Tensor]) -> Tensor:
-        parts = []
-        if self.camera is not None:
-            parts.append(self.camera(self._get(obs, self.camera_sensor)))
-        if self.lidar is not None:
-            parts.append(self.lidar(self._get(obs, self.lidar_sensor).float()))
-        return self.middleware(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
-
-    def _get(self, obs: Mapping[str, Tensor], sensor: str | None) -> Tensor:
-        assert sensor is not None
-        if sensor not in obs:
-            raise KeyError(f"observation is missing sensor {sensor!r} (has {sorted(obs)})")
-        x = obs[sensor]
-        expected = self.observation_spec[sensor]
-        if tuple(x.shape[1:]) != expected:
-            raise ValueError(f"sensor {sensor}: expected shape (B, *{expected}), got {tuple(x.shape)}")
-        return x
+    def _checked(self, obs: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        for sensor in (self.camera_sensor, self.lidar_sensor):
+            if sensor is None:
+                continue
+            if sensor not in obs:
+                raise KeyError(f"observation is missing sensor {sensor!r} (has {sorted(obs)})")
+            expected = self.observation_spec[sensor]
+            if tuple(obs[sensor].shape[1:]) != expected:
+                raise ValueError(f"sensor {sensor}: expected shape (B, *{expected}), got {tuple(obs[sensor].shape)}")
+        return obs
 
     def _distribution(self, hidden: Tensor) -> Distribution:
         out = self.policy_head(hidden)
         if self.log_std is None:
             return Categorical(logits=out, validate_args=False)
-        std = self.log_std.exp().expand_as(out)
+        std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp().expand_as(out)
         return Independent(Normal(out, std, validate_args=False), 1, validate_args=False)
+
+    def _value(self, obs: Mapping[str, Tensor], policy_hidden: Tensor | None = None) -> Tensor:
+        if self.value_tower is None:
+            hidden = self.policy_tower(obs) if policy_hidden is None else policy_hidden
+        else:
+            hidden = self.value_tower(obs)
+        return self.value_head(hidden).squeeze(-1)
 
     def forward(self, obs: Mapping[str, Tensor]) -> tuple[Distribution, Tensor]:
         """Policy distribution over (normalised) actions and state value (B,)."""
-        hidden = self._features(obs)
-        return self._distribution(hidden), self.value_head(hidden).squeeze(-1)
+        obs = self._checked(obs)
+        hidden = self.policy_tower(obs)
+        return self._distribution(hidden), self._value(obs, hidden)
 
     def evaluate(self, obs: Mapping[str, Tensor], actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """log_prob(actions), entropy, value — each (B,). The trainer's view of the same policy."""
@@ -407,15 +430,33 @@ class PolicyNetwork(nn.Module):
         return tensors
 
     @torch.no_grad()
-    def act(self, obs: Mapping[str, np.ndarray], deterministic: bool = False) -> ActResult:
+    def act(self, obs: Mapping[str, np.ndarray], deterministic: bool = False,
+            epsilon: np.ndarray | None = None) -> ActResult:
         """Choose actions for a batch of observations (numpy in, numpy out).
 
         ``deterministic`` picks the most likely action (discrete) or the mean (continuous), as
         DeepRacer's evaluation does; otherwise the action is sampled from the policy.
+
+        ``epsilon`` (B,) switches discrete actions to DeepRacer's e-greedy exploration (rl_coach
+        ``EGreedy``; hyperparameters.json ``exploration_type: "e-greedy"``, deepracer-formats.md §3.1):
+        with probability ``epsilon[i]`` a uniformly random action, else the most likely one. It has
+        no effect on continuous actions (DeepRacer explores those with additive noise either way).
+        ``log_prob`` is always the policy's log-probability of the chosen action: rl_coach's clipped
+        PPO takes the "old" probabilities from the policy that acted (its target network), not from
+        the exploration rule, and so does the trainer here.
         """
         dist, value = self(self._to_tensors(obs))
         if isinstance(dist, Categorical):
-            action = dist.logits.argmax(dim=-1) if deterministic else dist.sample()
+            greedy = dist.logits.argmax(dim=-1)
+            if deterministic:
+                action = greedy
+            elif epsilon is not None:
+                explore = torch.rand(greedy.shape, device=greedy.device) < torch.as_tensor(
+                    np.asarray(epsilon, np.float32), device=greedy.device)
+                uniform = torch.randint(self.action_spec.num_actions, greedy.shape, device=greedy.device)
+                action = torch.where(explore, uniform, greedy)
+            else:
+                action = dist.sample()
         else:
             action = dist.mean if deterministic else dist.sample()
         log_prob = dist.log_prob(action).float().cpu().numpy()
@@ -430,8 +471,7 @@ class PolicyNetwork(nn.Module):
     @torch.no_grad()
     def value(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """State values (B,) float32, e.g. the bootstrap value of a truncated episode."""
-        _, value = self(self._to_tensors(obs))
-        return value.float().cpu().numpy()
+        return self._value(self._checked(self._to_tensors(obs))).float().cpu().numpy()
 
     def env_actions(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Policy actions -> (steering_deg, speed) float64 arrays, clipped to the action space.
@@ -518,5 +558,6 @@ def _short(names: list[str], limit: int = 5) -> str:
 def _describe(module: nn.Module) -> str:
     if isinstance(module, PolicyNetwork):
         spec = module.action_spec
-        return f" ({module.network}, sensors {list(module.observation_spec)}, {spec.kind} actions)"
+        trunk = ", shared trunk" if module.shared_trunk else ""
+        return f" ({module.network}{trunk}, sensors {list(module.observation_spec)}, {spec.kind} actions)"
     return ""

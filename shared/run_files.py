@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
+from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings, observation_shapes
 from shared.store import (
     HYPERPARAMETERS,
     MODEL_METADATA,
@@ -14,6 +15,9 @@ from shared.store import (
     ObjectNotFound,
     sha256,
 )
+
+if TYPE_CHECKING:  # networks imports torch; seeding a run does not need it
+    from shared.networks import PolicyNetwork
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,19 @@ class RunFiles:
     # The bytes of a track given as a .npy file (settings.track_file names it in the store);
     # None for a packaged DeepRacer track.
     track_npy: bytes | None = None
+
+    def build_policy(self) -> PolicyNetwork:
+        return build_policy(self.metadata, self.hyperparameters)
+
+
+def build_policy(metadata: ModelMetadata, hyperparameters: Hyperparameters) -> PolicyNetwork:
+    """The run's network, built the same way by the trainer, every worker and ``hotlap render``:
+    sensors and stacking from the files, DeepRacer's separate policy/value networks unless
+    ``hotlap_shared_trunk`` is set."""
+    from shared.networks import PolicyNetwork
+
+    return PolicyNetwork(observation_shapes(metadata.sensor, hyperparameters.stack_size), metadata.neural_network,
+                         metadata.action_spec(), shared_trunk=hyperparameters.hotlap_shared_trunk)
 
 
 def load_run_files(store: ModelStore) -> RunFiles:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.config import ConfigError, WorkerConfig, observation_shapes
+from shared.config import ConfigError, WorkerConfig
 from shared.deepracer_logs import (
     SimtraceRow,
     TrainingMetrics,
@@ -28,12 +28,13 @@ from shared.deepracer_logs import (
 )
 from shared.experience import Experience
 from shared.logs import SIMTRACE_LOGGER
-from shared.networks import PolicyNetwork, load_state_from_bytes
+from shared.networks import load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
 from shared.service import RunFailed, ServiceLoop, StopRequested
 from shared.store import REWARD_FUNCTION, ModelStore
 from shared.transport import RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
+from simulator.exploration import EpsilonSchedule
 from simulator.reward import RewardFunctionError, hang_guard, load_reward_functions
 from simulator.stacking import ObservationStack
 from simulator.track import TrackError, load_run_track
@@ -174,10 +175,11 @@ class SimulatorWorker(ServiceLoop):
         self.env = VectorRacingEnv(track, num_cars, env_settings, reward_functions,
                                    seed=self.config.seed + 7919 * self.worker_index)
         self.stack = ObservationStack(inputs.hyperparameters.stack_size)
-        self.policy = PolicyNetwork(observation_shapes(inputs.metadata.sensor, inputs.hyperparameters.stack_size),
-                                    inputs.metadata.neural_network, inputs.metadata.action_spec())
+        self.policy = inputs.build_policy()
         self.policy.eval()
         self.discrete = inputs.metadata.action_spec().kind == "discrete"
+        self.exploration = self._exploration_schedule(inputs)
+        self.exploration_steps = np.zeros(num_cars, np.int64)  # per car, as one DeepRacer simulator each
         self.num_cars = num_cars
         self.active = np.zeros(num_cars, dtype=bool)
         self.next_claim_at = 0.0
@@ -189,6 +191,16 @@ class SimulatorWorker(ServiceLoop):
         self.metrics = TrainingMetrics(settings.best_model_metric)
         log.info("worker %s (index %d): %d car(s) on %s, sensors %s, schedule %s", self.config.worker_name,
                  self.worker_index, num_cars, track.name, ",".join(inputs.metadata.sensor), settings.schedule)
+
+    def _exploration_schedule(self, inputs: RunFiles) -> EpsilonSchedule | None:
+        hp = inputs.hyperparameters
+        if hp.exploration_type != "e-greedy":
+            return None
+        if not self.discrete:
+            log.info("exploration_type e-greedy has no effect on a continuous action space "
+                     "(DeepRacer explores it by sampling the policy either way)")
+            return None
+        return EpsilonSchedule(hp.e_greedy_value, hp.epsilon_steps)
 
     # ------------------------------------------------------------------ loop steps
 
@@ -250,7 +262,12 @@ class SimulatorWorker(ServiceLoop):
 
     def _step_cars(self) -> StepResult:
         cars = np.flatnonzero(self.active)
-        act = self.policy.act({name: arr[cars] for name, arr in self.obs.items()})  # inference for active cars only
+        epsilon = None
+        if self.exploration is not None:
+            epsilon = self.exploration.epsilon(self.exploration_steps[cars])
+            self.exploration_steps[cars] += 1
+        # inference for active cars only
+        act = self.policy.act({name: arr[cars] for name, arr in self.obs.items()}, epsilon=epsilon)
         # float64 end to end: params, simtrace and metrics carry the action space's numbers exactly
         steering = np.zeros(self.num_cars, np.float64)
         speed = np.zeros(self.num_cars, np.float64)

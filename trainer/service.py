@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.config import ConfigError, TrainerConfig, observation_shapes
+from shared.config import ConfigError, TrainerConfig, max_steps_per_iteration, observation_shapes
 from shared.deepracer_logs import episode_log_csv
 from shared.experience import Experience
-from shared.networks import PolicyNetwork, load_state_from_bytes, state_to_bytes
+from shared.networks import load_state_from_bytes, state_to_bytes
 from shared.run_files import RunFiles, load_run_files
 from shared.service import RunFailed, ServiceLoop, StopRequested
 from shared.store import (
@@ -57,6 +57,7 @@ class Batch:
     entry_ids: list[bytes] = field(default_factory=list)
     dropped_stale: int = 0
     dropped_corrupt: int = 0
+    dropped_over_cap: int = 0
 
     @property
     def num_steps(self) -> int:
@@ -144,19 +145,21 @@ class TrainerService(ServiceLoop):
         self.coach = CoachLog(self.settings)
         self.max_iterations = files.settings.max_iterations
         self.episodes_per_iteration = hp.num_episodes_between_training
+        self.step_cap = max_steps_per_iteration(files.metadata.neural_network, files.settings.max_steps_per_iteration)
         # DeepRacer prints the resolved dict after this line; deepracer-utils parses it.
         resolved = hp.to_json()
         log.info("Using the following hyper-parameters\n%s", resolved)
         self.retrying("writing hyperparameters", self.store.put_text, HYPERPARAMETERS, resolved)
 
         obs_spec = observation_shapes(files.metadata.sensor, hp.stack_size)
-        self.policy = PolicyNetwork(obs_spec, files.metadata.neural_network, files.metadata.action_spec())
+        self.policy = files.build_policy()
         self.policy.to(self.device)
         self.optimizer = make_optimizer(self.policy, self.settings)
         self.manifest_base = {
             "run_id": self.config.run_id,
             "format": "safetensors",
             "network": files.metadata.neural_network,
+            "shared_trunk": self.policy.shared_trunk,
             "observation_spec": {k: list(v) for k, v in obs_spec.items()},
             "action_space_type": files.metadata.action_space_type,
             "action_space": json.loads(files.metadata.model_dump_json())["action_space"],
@@ -211,8 +214,9 @@ class TrainerService(ServiceLoop):
         last_arrival = last_log = time.monotonic()
         while len(batch.episodes) < self.episodes_per_iteration:
             self._beat("collecting", version)
-            if batch.num_steps >= self.files.settings.max_steps_per_iteration:
-                log.info("step cap of %d reached with %d episodes", batch.num_steps, len(batch.episodes))
+            if batch.num_steps >= self.step_cap:
+                log.info("step cap of %d reached: %d steps in %d episodes", self.step_cap, batch.num_steps,
+                         len(batch.episodes))
                 break
             if self.stop_requested:
                 raise StopRequested()
@@ -233,8 +237,12 @@ class TrainerService(ServiceLoop):
                     self.retrying("reporting", self.transport.report_error, "trainer",
                                    f"unreadable experience message {delivery.entry_id!r}: {delivery.error}")
                     self.retrying("acking", self.transport.acknowledge, [delivery.entry_id])
-                elif exp.model_version < oldest_accepted or exp.model_version > version:
-                    batch.dropped_stale += 1
+                elif batch.num_steps >= self.step_cap or not oldest_accepted <= exp.model_version <= version:
+                    # Stale, or past DeepRacer's per-iteration step cap: its trainer takes no more
+                    # episodes once its memory holds that many steps (deepracer-formats.md §7.3).
+                    current = oldest_accepted <= exp.model_version <= version
+                    batch.dropped_over_cap += int(current)
+                    batch.dropped_stale += int(not current)
                     self.retrying("acking", self.transport.acknowledge, [delivery.entry_id])
                 else:
                     batch.episodes.append(exp)

@@ -142,14 +142,16 @@ def test_full_size_images_give_deepracer_layer_shapes() -> None:
     full = observation_spec_for(["FRONT_FACING_CAMERA", "LIDAR"])
     shallow = PolicyNetwork({"FRONT_FACING_CAMERA": full["FRONT_FACING_CAMERA"]}, SHALLOW, DISCRETE)
     # 120x160 -> conv 8/4 -> 29x39 -> conv 4/2 -> 13x18 -> conv 3/1 -> 11x16, 64 filters
-    assert shallow.middleware[0].in_features == 64 * 11 * 16 and shallow.middleware[0].out_features == 512
-    assert [m.out_channels for m in shallow.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 64, 64]
+    middleware = shallow.policy_tower.middleware
+    assert middleware[0].in_features == 64 * 11 * 16 and middleware[0].out_features == 512
+    assert [m.out_channels for m in shallow.policy_tower.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 64, 64]
     assert shallow.act(random_obs(shallow.observation_spec, batch=1)).action.shape == (1,)
     deep = PolicyNetwork(full, DEEP, CONTINUOUS)
-    assert [m.out_features for m in deep.middleware if isinstance(m, torch.nn.Linear)] == [256, 128]
-    assert deep.middleware[0].in_features == 512 + 256  # camera dense [512, 512] + lidar [256, 256]
-    assert deep.camera is not None and deep.camera.conv[-1].__class__ is torch.nn.Flatten
-    deep_conv = policy_for(DEEP_CONV, "camera", "discrete")
+    tower = deep.policy_tower
+    assert [m.out_features for m in tower.middleware if isinstance(m, torch.nn.Linear)] == [256, 128]
+    assert tower.middleware[0].in_features == 512 + 256  # camera dense [512, 512] + lidar [256, 256]
+    assert tower.camera is not None and tower.camera.conv[-1].__class__ is torch.nn.Flatten
+    deep_conv = policy_for(DEEP_CONV, "camera", "discrete").policy_tower
     assert deep_conv.camera is not None and deep_conv.camera.out_features == 64
     assert deep_conv.middleware[0].out_features == 512
 
@@ -172,16 +174,18 @@ def test_continuous_actions_map_affinely_and_clip() -> None:
 def test_mismatched_weights_raise_clear_errors() -> None:
     shallow = policy_for(SHALLOW, "camera", "discrete")
     data = state_to_bytes(shallow)
-    with pytest.raises(ModelFormatError, match="missing tensors .*unexpected tensors"):
+    with pytest.raises(ModelFormatError, match=r"missing tensors .*policy_tower.camera.conv.6.*shape"):
         load_state_from_bytes(build(DEEP, "camera", "discrete"), data)
+    with pytest.raises(ModelFormatError, match=r"shared trunk.*unexpected tensors value_tower"):
+        load_state_from_bytes(PolicyNetwork(SPECS["camera"], SHALLOW, DISCRETE, shared_trunk=True), data)
     three_actions = ActionSpec("discrete", ((-10.0, 1.0), (0.0, 1.0), (10.0, 1.0)))
     with pytest.raises(ModelFormatError, match=r"policy_head.weight: shape \(5, 512\), expected \(3, 512\)"):
         load_state_from_bytes(PolicyNetwork(SPECS["camera"], SHALLOW, three_actions), data)
-    with pytest.raises(ModelFormatError, match=r"middleware.0.weight: shape"):  # other image size
+    with pytest.raises(ModelFormatError, match=r"policy_tower.middleware.0.weight: shape"):  # other image size
         load_state_from_bytes(PolicyNetwork({"FRONT_FACING_CAMERA": (96, 96)}, SHALLOW, DISCRETE), data)
     with pytest.raises(ModelFormatError, match="unexpected tensors log_std"):
         load_state_from_bytes(shallow, state_to_bytes(policy_for(SHALLOW, "camera", "continuous")))
-    with pytest.raises(ModelFormatError, match="missing tensors lidar"):
+    with pytest.raises(ModelFormatError, match="missing tensors policy_tower.lidar"):
         load_state_from_bytes(build(SHALLOW, "camera+lidar", "discrete"), data)
 
 
@@ -305,3 +309,156 @@ def test_a_car_s_output_does_not_depend_on_the_rest_of_the_batch(net: str) -> No
         np.testing.assert_allclose(single.log_prob, batched.log_prob[i : i + 1], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(single.value, batched.value[i : i + 1], rtol=1e-4, atol=1e-5)
     policy.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Networks as DeepRacer builds them (issue 6 item 10)
+# ---------------------------------------------------------------------------------------------------------
+
+# DeepRacer's schemes (simapp sensors/utils.py; deepracer-formats.md §2): (filters, kernel, stride) per conv,
+# then the camera's dense layers, then the middleware; a ReLU after every one of them and nothing else.
+SHALLOW_CONVS = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
+STEREO_DEEP_CONVS = [(32, 3, 1), (64, 3, 2), (64, 3, 1), (128, 3, 2), (128, 3, 1)]
+DEEPRACER_LAYERS = {
+    (SHALLOW, "camera"): (SHALLOW_CONVS, [], [512]),
+    (DEEP_CONV, "camera"): ([(32, 5, 2), (32, 3, 1), (64, 3, 2), (64, 3, 1)], [64], [512]),
+    (DEEP, "camera"): ([(32, 8, 4), (32, 4, 2), (64, 4, 2), (64, 3, 1)], [512, 512], [256, 128]),
+    (SHALLOW, "stereo"): (SHALLOW_CONVS, [], [512]),
+    (DEEP_CONV, "stereo"): (STEREO_DEEP_CONVS, [], [512]),
+    (DEEP, "stereo"): (STEREO_DEEP_CONVS, [], [256, 128]),
+}
+NOT_IN_DEEPRACER = (torch.nn.Tanh, torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.Dropout,
+                    torch.nn.modules.batchnorm._BatchNorm)
+
+
+def _dense_widths(stack: torch.nn.Sequential) -> list[int]:
+    """Widths of a [Linear, ReLU]* stack, checking that exactly that alternation is what it holds."""
+    kinds = [type(m) for m in stack]
+    assert kinds == [torch.nn.Linear, torch.nn.ReLU] * (len(kinds) // 2), kinds
+    return [m.out_features for m in stack if isinstance(m, torch.nn.Linear)]
+
+
+def _tower_layers(tower: networks.Tower) -> tuple[list[tuple[int, int, int]], list[int], list[int], list[int]]:
+    convs: list[tuple[int, int, int]] = []
+    camera_dense: list[int] = []
+    if tower.camera is not None:
+        kinds = [type(m) for m in tower.camera.conv]
+        assert kinds == [torch.nn.Conv2d, torch.nn.ReLU] * (len(kinds) // 2) + [torch.nn.Flatten], kinds
+        convs = [(m.out_channels, m.kernel_size[0], m.stride[0]) for m in tower.camera.conv
+                 if isinstance(m, torch.nn.Conv2d)]
+        camera_dense = _dense_widths(tower.camera.dense)
+    lidar = _dense_widths(tower.lidar) if tower.lidar is not None else []
+    return convs, camera_dense, lidar, _dense_widths(tower.middleware)
+
+
+@pytest.mark.parametrize("sensors", list(SPECS))
+@pytest.mark.parametrize("net", NETWORKS)
+def test_layers_are_deepracer_s_with_relu_after_every_layer_and_no_tanh_or_normalisation(net: str, sensors: str):
+    policy = build(net, sensors, "discrete")
+    assert not [m for m in policy.modules() if isinstance(m, NOT_IN_DEEPRACER)]
+    camera = "stereo" if "STEREO_CAMERAS" in SPECS[sensors] else "camera"
+    convs, camera_dense, middleware = DEEPRACER_LAYERS[(net, camera)]
+    if sensors == "lidar":
+        convs, camera_dense = [], []
+    lidar = [256, 256] if sensors in ("camera+lidar", "lidar") else []
+    assert policy.value_tower is not None
+    for tower in (policy.policy_tower, policy.value_tower):
+        assert _tower_layers(tower) == (convs, camera_dense, lidar, middleware)
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_policy_and_value_are_separate_networks_by_default(kind: str) -> None:
+    policy = build(SHALLOW, "camera+lidar", kind)
+    actor = {id(p) for m in (policy.policy_tower, policy.policy_head) for p in m.parameters()}
+    if policy.log_std is not None:
+        actor.add(id(policy.log_std))
+    assert policy.value_tower is not None
+    critic = {id(p) for m in (policy.value_tower, policy.value_head) for p in m.parameters()}
+    assert not actor & critic
+    assert actor | critic == {id(p) for p in policy.parameters()}
+    # and no gradient crosses between them
+    obs = to_torch(random_obs(policy.observation_spec, batch=3))
+    actions = torch.zeros(3, dtype=torch.int64) if kind == "discrete" else torch.zeros(3, 2)
+    log_prob, _, value = policy.evaluate(obs, actions)
+    value.sum().backward()
+    assert all(p.grad is None for p in policy.parameters() if id(p) in actor)
+    policy.zero_grad(set_to_none=True)
+    log_prob.sum().backward()
+    assert all(p.grad is None for p in policy.parameters() if id(p) in critic)
+
+
+def test_shared_trunk_is_an_option_with_both_heads_on_one_tower() -> None:
+    shared = PolicyNetwork(SPECS["camera"], SHALLOW, DISCRETE, shared_trunk=True)
+    separate = build(SHALLOW, "camera", "discrete")
+    assert shared.value_tower is None
+    assert sum(p.numel() for p in shared.parameters()) < sum(p.numel() for p in separate.parameters())
+    obs = random_obs(shared.observation_spec, batch=2)
+    _, value = shared(to_torch(obs))
+    value.sum().backward()
+    assert all(p.grad is not None for p in shared.policy_tower.parameters())
+    np.testing.assert_allclose(shared.value(obs), shared.act(obs).value, rtol=1e-5, atol=1e-6)
+
+
+def test_continuous_log_std_starts_at_deepracer_s_zero_and_is_clamped() -> None:
+    policy = build(SHALLOW, "lidar", "continuous")
+    assert policy.log_std is not None
+    assert torch.equal(policy.log_std.detach(), torch.zeros(2))  # rl_coach: policy_log_std = zeros
+    obs = to_torch(random_obs(policy.observation_spec, batch=2))
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([5.0, -30.0]))
+    dist, _ = policy(obs)
+    expected = torch.tensor([math.exp(3.0), math.exp(-20.0)]).expand(2, 2)
+    torch.testing.assert_close(dist.base_dist.scale, expected)  # clamped to [-20, 3] as DeepRacer does
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([0.5, -1.0]))
+    dist, _ = policy(obs)
+    torch.testing.assert_close(dist.base_dist.scale, torch.tensor([math.exp(0.5), math.exp(-1.0)]).expand(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# e-greedy action choice (issue 6 item 9)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _confident(kind: str = "discrete") -> PolicyNetwork:
+    """A policy that puts ~all probability on action 3 whatever it sees."""
+    policy = build(SHALLOW, "lidar", kind)
+    with torch.no_grad():
+        policy.policy_head.weight.zero_()
+        policy.policy_head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 20.0, 0.0]))
+    return policy
+
+
+def test_e_greedy_explores_uniformly_with_epsilon_and_is_greedy_without() -> None:
+    policy = _confident()
+    obs = random_obs(policy.observation_spec, batch=2000, seed=3)
+    torch.manual_seed(0)
+    sampled = policy.act(obs)
+    assert (sampled.action == 3).mean() > 0.99  # the categorical policy barely explores
+    explored = policy.act(obs, epsilon=np.ones(2000))
+    counts = np.bincount(explored.action, minlength=5)
+    assert counts.min() > 300 and counts.max() < 500  # uniform over the 5 actions (400 expected)
+    greedy = policy.act(obs, epsilon=np.zeros(2000))
+    assert (greedy.action == 3).all()
+    # per-car epsilon: cars 0..999 explore, 1000..1999 are greedy
+    mixed = policy.act(obs, epsilon=np.r_[np.ones(1000), np.zeros(1000)])
+    assert (mixed.action[1000:] == 3).all() and (mixed.action[:1000] != 3).sum() > 700
+
+
+def test_e_greedy_records_the_policy_s_log_probability_of_the_chosen_action() -> None:
+    policy = _confident()
+    obs = random_obs(policy.observation_spec, batch=50, seed=4)
+    result = policy.act(obs, epsilon=np.full(50, 0.5))
+    log_prob, _, value = policy.evaluate(to_torch(obs), torch.from_numpy(result.action))
+    np.testing.assert_allclose(result.log_prob, log_prob.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.value, value.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_e_greedy_leaves_continuous_actions_to_the_policy() -> None:
+    policy = build(SHALLOW, "lidar", "continuous")
+    obs = random_obs(policy.observation_spec, batch=4)
+    torch.manual_seed(1)
+    plain = policy.act(obs)
+    torch.manual_seed(1)
+    with_epsilon = policy.act(obs, epsilon=np.ones(4))
+    np.testing.assert_array_equal(plain.action, with_epsilon.action)

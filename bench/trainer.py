@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/trainer.py                      # act() for B=1,16,64 + ppo_update 2000 steps x 3 epochs
     .venv/bin/python bench/trainer.py --threads 2 --network DEEP_CONVOLUTIONAL_NETWORK
+    .venv/bin/python bench/trainer.py --trunk both         # DeepRacer's separate networks vs the shared trunk
 
 act(): camera frames (120x160 uint8), 10 discrete actions, repeated calls after a warm-up; reported as
 ms per call and frames per second (best of 5 windows). ppo_update(): episodes of 100 steps with random
@@ -76,22 +77,36 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-act", action="store_true")
     parser.add_argument("--skip-update", action="store_true")
+    parser.add_argument("--trunk", choices=("separate", "shared", "both"), default="separate",
+                        help="DeepRacer's separate policy/value networks, hotlap_shared_trunk, or both (ratio)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, {args.network}")
+    trunks = ("separate", "shared") if args.trunk == "both" else (args.trunk,)
+    timings = {trunk: run(args, shared_trunk=trunk == "shared") for trunk in trunks}
+    if len(timings) == 2:
+        act_ratio = timings["separate"][0] / timings["shared"][0] if timings["shared"][0] else float("nan")
+        update_ratio = timings["separate"][1] / timings["shared"][1] if timings["shared"][1] else float("nan")
+        print(f"separate / shared time: act B=64 {act_ratio:.2f}x, ppo_update {update_ratio:.2f}x")
+
+
+def run(args: argparse.Namespace, shared_trunk: bool) -> tuple[float, float]:
+    """Bench one variant; returns (act ms per call at B=64, ppo_update seconds), 0.0 where skipped."""
     torch.manual_seed(0)
     device = torch.device(args.device)
-    policy = PolicyNetwork(observation_spec_for(["FRONT_FACING_CAMERA"]), args.network, ACTIONS).to(device)
+    policy = PolicyNetwork(observation_spec_for(["FRONT_FACING_CAMERA"]), args.network, ACTIONS,
+                           shared_trunk=shared_trunk).to(device)
     params = sum(p.numel() for p in policy.parameters())
-    print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, {args.network}, "
-        f"{params / 1e6:.2f}M parameters"
-    )
+    print(f"{'shared trunk' if shared_trunk else 'separate policy and value networks'}: "
+          f"{params / 1e6:.2f}M parameters")
+    act_ms = elapsed = 0.0
 
     if not args.skip_act:
         for batch in (1, 16, 64):
             ms, fps = bench_act(policy, batch, args.seconds)
             print(f"act  B={batch:3d}: {ms:8.2f} ms/call  {fps:8.0f} frames/s")
+            act_ms = ms
 
     if not args.skip_update:
         episodes = make_episodes(policy, args.steps, length=100)
@@ -106,6 +121,7 @@ def main() -> None:
             f"= {1000 * elapsed / minibatches:.0f} ms/minibatch, {args.steps * args.epochs / elapsed:.0f} samples/s"
         )
         print("  " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return act_ms, elapsed
 
 
 if __name__ == "__main__":

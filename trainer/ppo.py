@@ -74,7 +74,10 @@ class PPOSettings:
     entropy_coef: float = HP_DEFAULTS["beta_entropy"]
     value_loss: Literal["huber", "mse"] = _LOSSES[HP_DEFAULTS["loss_type"]]
     value_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    # DeepRacer's clipped PPO does not clip gradients (rl_coach ClippedPPONetworkParameters
+    # clip_gradients = None). When set, the norm is clipped per network (policy, value), so a large
+    # value-loss gradient never shrinks the policy's step: the two networks train independently.
+    max_grad_norm: float | None = None
     normalize_advantages: bool = True
 
     def __post_init__(self) -> None:
@@ -97,7 +100,7 @@ class PPOSettings:
             problems.append(f"value_loss must be 'huber' or 'mse', got {self.value_loss!r}")
         if not self.value_coef >= 0:
             problems.append(f"value_coef must be >= 0, got {self.value_coef}")
-        if not self.max_grad_norm > 0:
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         if problems:
             raise ValueError("invalid PPO settings: " + "; ".join(problems))
@@ -258,7 +261,7 @@ def ppo_update(
     mb_size = minibatch_size(num_steps, settings.batch_size)
     num_minibatches = num_steps // mb_size  # full minibatches only; the shuffle decides who sits out
     value_loss_fn = F.huber_loss if settings.value_loss == "huber" else F.mse_loss
-    params = [p for p in policy.parameters() if p.requires_grad]
+    param_groups = _gradient_groups(policy)
     totals: dict[str, float] = {}
     for epoch in range(settings.num_epochs):
         b_inds = torch.randperm(num_steps).to(device)
@@ -295,7 +298,7 @@ def ppo_update(
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            grad_norm = _gradient_norm(param_groups, settings.max_grad_norm)
             optimizer.step()
 
             for key, value in zip(
@@ -320,6 +323,23 @@ def ppo_update(
     metrics["num_episodes"] = float(len(episodes))
     metrics["minibatch_size"] = float(mb_size)
     return metrics
+
+
+def _gradient_groups(policy: PolicyNetwork) -> list[list[torch.nn.Parameter]]:
+    """The trainable parameters per network: policy (tower, head, log-std) and value (tower, head);
+    one group when the trunk is shared."""
+    value_ids = set()
+    if policy.value_tower is not None:
+        value_ids = {id(p) for m in (policy.value_tower, policy.value_head) for p in m.parameters()}
+    params = [p for p in policy.parameters() if p.requires_grad]
+    groups = [[p for p in params if id(p) not in value_ids], [p for p in params if id(p) in value_ids]]
+    return [g for g in groups if g]
+
+
+def _gradient_norm(groups: list[list[torch.nn.Parameter]], max_norm: float | None) -> torch.Tensor:
+    """Total gradient norm (for the log), after clipping each group to ``max_norm`` if given."""
+    norms = [torch.nn.utils.clip_grad_norm_(g, max_norm if max_norm is not None else math.inf) for g in groups]
+    return torch.stack(norms).square().sum().sqrt()
 
 
 # Per-minibatch quantities averaged per epoch and per update; the last three are rl_coach's

@@ -196,6 +196,7 @@ def test_values_beyond_the_limits_in_either_form_are_accepted_with_one_warning(c
     ({"action_space": 5}, "action_space: must be a list"),
     ({"action_space": []}, "no actions defined"),
     ({"action_space": [{"steering_angle": 0}]}, "action_space.discrete.0.speed: Field required"),
+    ({"action_space": [{"steering_angle": float("nan"), "speed": 1}]}, "not a finite number"),
     ({"action_space": {"speed": {"low": 2, "high": 1}, "steering_angle": {"low": -30, "high": 30}},
       "action_space_type": "continuous"}, "low <= high"),
     ({"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["LIDAR"]}, "exactly one camera"),

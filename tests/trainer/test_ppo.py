@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -222,6 +223,28 @@ def test_update_moves_discrete_policy_toward_the_advantaged_action() -> None:
     assert surrogate(policy, episodes, advantages) < surrogate_before - 0.05
     assert metrics.keys() >= METRIC_KEYS and all(math.isfinite(v) for v in metrics.values())
     assert metrics["num_steps"] == 128 and metrics["num_episodes"] == 128 and metrics["approx_kl"] > 0
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 0.5])
+def test_the_policy_s_update_does_not_depend_on_the_value_network(max_grad_norm: float | None) -> None:
+    """DeepRacer trains separate policy and value networks (and clips no gradients): the same
+    normalised advantages move the policy the same way however large the value loss is."""
+    obs = np.random.default_rng(0).uniform(0, 1, (64, 8)).astype(np.float32)
+    after = []
+    for scale in (1.0, 1000.0):
+        policy = lidar_policy(THREE, seed=3)
+        torch.manual_seed(1)
+        episodes = [dataclasses.replace(e, values=np.zeros(1, np.float32), rewards=e.rewards * scale)
+                    for e in one_step_episodes(policy, obs, lambda a, _: (a == 2).astype(np.float32))]
+        settings = PPOSettings(num_epochs=2, batch_size=16, max_grad_norm=max_grad_norm)
+        torch.manual_seed(2)
+        ppo_update(policy, make_optimizer(policy, settings), episodes, settings, CPU)
+        after.append(policy)
+    small, large = after
+    for a, b in zip(small.policy_tower.parameters(), large.policy_tower.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(small.policy_head.weight, large.policy_head.weight, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(small.value_head.weight, large.value_head.weight)
 
 
 def test_update_moves_continuous_policy_toward_the_advantaged_action() -> None:

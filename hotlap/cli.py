@@ -184,7 +184,7 @@ def _load_policy(store_url: str, s3_endpoint_url: str | None,
                  version: int | None) -> tuple[object, tuple[str, ...], int]:
     """(policy, sensors, stack_size) of a run's model version, as its workers built it."""
     from shared.config import Hyperparameters, ModelMetadata
-    from shared.networks import load_state_from_bytes
+    from shared.networks import check_architecture, load_state_from_bytes
     from shared.run_files import build_policy
     from shared.store import HYPERPARAMETERS, MODEL_METADATA
 
@@ -196,7 +196,9 @@ def _load_policy(store_url: str, s3_endpoint_url: str | None,
     if chosen is None:
         raise StoreError(f"{store.url}: no model version published yet")
     policy = build_policy(metadata, hyperparameters)
-    load_state_from_bytes(policy, store.load_version(chosen).weights)
+    model = store.load_version(chosen)
+    check_architecture(policy, model.manifest, f"{store.url}/model/{chosen}")
+    load_state_from_bytes(policy, model.weights)
     policy.eval()
     return policy, tuple(metadata.sensor), stack_size
 

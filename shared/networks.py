@@ -488,6 +488,26 @@ class PolicyNetwork(nn.Module):
         return pairs[..., 0].copy(), pairs[..., 1].copy()
 
 
+def architecture(policy: PolicyNetwork) -> dict[str, Any]:
+    """What a version's manifest records about the network that wrote its weights (JSON-ready)."""
+    return {
+        "network": policy.network,
+        "shared_trunk": policy.shared_trunk,
+        "observation_spec": {name: list(shape) for name, shape in policy.observation_spec.items()},
+        "action_space_type": policy.action_spec.kind,
+    }
+
+
+def check_architecture(policy: PolicyNetwork, manifest: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`ModelFormatError` naming ``source`` and every field in which the manifest's
+    network differs from ``policy`` (checked before loading a version's weights)."""
+    problems = [f"{key} {manifest.get(key)!r}, this run builds {value!r}"
+                for key, value in architecture(policy).items() if manifest.get(key) != value]
+    if problems:
+        raise ModelFormatError(f"{source} was trained with another network: " + "; ".join(problems)
+                               + " (a version trained before hotlap built DeepRacer's networks does not load)")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Weights as safetensors bytes
 # ---------------------------------------------------------------------------------------------------------

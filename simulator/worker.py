@@ -28,7 +28,7 @@ from shared.deepracer_logs import (
 )
 from shared.experience import Experience
 from shared.logs import SIMTRACE_LOGGER
-from shared.networks import load_state_from_bytes
+from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
 from shared.service import RunFailed, ServiceLoop, StopRequested
 from shared.store import REWARD_FUNCTION, ModelStore
@@ -225,7 +225,12 @@ class SimulatorWorker(ServiceLoop):
         if not sync and self.active.any():
             self._ship_chunks_of_running_episodes()
         model = self.retrying("loading model", self.store.load_version, latest)
-        load_state_from_bytes(self.policy, model.weights)
+        try:
+            check_architecture(self.policy, model.manifest, f"{self.store.url}/model/{latest}")
+            load_state_from_bytes(self.policy, model.weights)
+        except ModelFormatError as e:
+            self.record_failure(self.config.worker_name, str(e))
+            raise RunFailed(str(e)) from e
         if self.policy_version >= 0:
             self._finish_iteration()
         log.info("acting with model version %d", latest)

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.config import ConfigError, TrainerConfig, max_steps_per_iteration, observation_shapes
+from shared.config import ConfigError, TrainerConfig, max_steps_per_iteration
 from shared.deepracer_logs import episode_log_csv
 from shared.experience import Experience
-from shared.networks import load_state_from_bytes, state_to_bytes
+from shared.networks import ModelFormatError, architecture, check_architecture, load_state_from_bytes, state_to_bytes
 from shared.run_files import RunFiles, load_run_files
 from shared.service import RunFailed, ServiceLoop, StopRequested
 from shared.store import (
@@ -151,17 +151,13 @@ class TrainerService(ServiceLoop):
         log.info("Using the following hyper-parameters\n%s", resolved)
         self.retrying("writing hyperparameters", self.store.put_text, HYPERPARAMETERS, resolved)
 
-        obs_spec = observation_shapes(files.metadata.sensor, hp.stack_size)
         self.policy = files.build_policy()
         self.policy.to(self.device)
         self.optimizer = make_optimizer(self.policy, self.settings)
         self.manifest_base = {
             "run_id": self.config.run_id,
             "format": "safetensors",
-            "network": files.metadata.neural_network,
-            "shared_trunk": self.policy.shared_trunk,
-            "observation_spec": {k: list(v) for k, v in obs_spec.items()},
-            "action_space_type": files.metadata.action_space_type,
+            **architecture(self.policy),  # checked by every reader before it loads the weights
             "action_space": json.loads(files.metadata.model_dump_json())["action_space"],
         }
         self.retrying("ensuring the consumer group", self.transport.ensure_group)
@@ -178,7 +174,12 @@ class TrainerService(ServiceLoop):
             self._publish(0, {})
             return 0
         model = self.retrying("loading latest version", self.store.load_version, latest, True)
-        load_state_from_bytes(self.policy, model.weights)
+        try:
+            check_architecture(self.policy, model.manifest, f"{self.store.url}/model/{latest}")
+            load_state_from_bytes(self.policy, model.weights)
+        except ModelFormatError as e:
+            self.record_failure("trainer", str(e))
+            raise RunFailed(str(e)) from e
         if model.optimizer is not None:
             state = torch.load(io.BytesIO(model.optimizer), map_location=self.device, weights_only=True)
             self.optimizer.load_state_dict(state)

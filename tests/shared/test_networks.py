@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import inspect
+import json
 import math
 import pickle
 
@@ -462,3 +463,18 @@ def test_e_greedy_leaves_continuous_actions_to_the_policy() -> None:
     torch.manual_seed(1)
     with_epsilon = policy.act(obs, epsilon=np.ones(4))
     np.testing.assert_array_equal(plain.action, with_epsilon.action)
+
+
+def test_a_version_s_manifest_is_checked_against_the_network_before_loading() -> None:
+    policy = build(SHALLOW, "camera", "discrete")
+    manifest = json.loads(json.dumps(networks.architecture(policy)))  # as stored
+    assert manifest == {"network": SHALLOW, "shared_trunk": False,
+                        "observation_spec": {"FRONT_FACING_CAMERA": [84, 96]}, "action_space_type": "discrete"}
+    networks.check_architecture(policy, manifest, "s3://b/p/model/3")
+    for change in ({"shared_trunk": True}, {"network": DEEP}, {"observation_spec": {"LIDAR": [64]}}):
+        with pytest.raises(ModelFormatError, match=r"s3://b/p/model/3 was trained with another network: "
+                                                   + next(iter(change))):
+            networks.check_architecture(policy, {**manifest, **change}, "s3://b/p/model/3")
+    old = {k: v for k, v in manifest.items() if k != "shared_trunk"}  # written before issue 6
+    with pytest.raises(ModelFormatError, match="shared_trunk None, this run builds False"):
+        networks.check_architecture(policy, old, "model/3")

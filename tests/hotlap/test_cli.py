@@ -74,3 +74,29 @@ def test_tracks_lists_name_length_width_and_direction(tmp_path: Path):
     assert rows["reInvent2019_track"][1:] == ["23.12", "1.07", "loop", "ccw"]
     assert rows["2022_april_open_cw"][-1] == "cw"
     assert rows["Straight_track"][-2:] == ["open", "ccw"] and rows["penbay_pro_cw"][-1] == "cw"
+
+
+def test_seed_accepts_deepracer_s_legacy_files_with_one_warning_each(tmp_path: Path):
+    """The re:Invent 2018 model_metadata.json (steering ±45°, nothing but action_space) and a
+    hyperparameters.json with a key DeepRacer does not know both start a run, as on DeepRacer."""
+    metadata = tmp_path / "model_metadata.json"
+    metadata.write_text(json.dumps({"action_space": [{"steering_angle": 45, "speed": 0.8},
+                                                     {"steering_angle": -45, "speed": 0.8},
+                                                     {"steering_angle": 0, "speed": 0.4}]}))
+    hyperparameters = tmp_path / "hyperparameters.json"
+    hyperparameters.write_text(json.dumps({"lr": 0.001, "my_comment": "tuned in 2019"}))
+    store = tmp_path / "store"
+    result = subprocess.run(
+        [sys.executable, "-m", "hotlap", "seed", "--model-metadata", str(metadata),
+         "--hyperparameters", str(hyperparameters)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={"HOTLAP_STORE_URL": f"file://{store}", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len([w for w in warnings if str(metadata) in w]) == 1
+    assert "action 0 steering_angle 45" in result.stderr and "action 1 steering_angle -45" in result.stderr
+    assert len([w for w in warnings if str(hyperparameters) in w]) == 1 and "'my_comment'" in result.stderr
+    stored = json.loads((store / "ip/hyperparameters.json").read_text())
+    assert stored["lr"] == 0.001 and "my_comment" not in stored
+    assert json.loads((store / "model/model_metadata.json").read_text())["action_space"][0]["steering_angle"] == 45

@@ -10,7 +10,7 @@ from hotlap.cli import main as cli_main
 from hotlap.render import TRAJECTORY_RGB, drive, render_png, write_png
 from hotlap.seed import seed_store
 from shared.config import Hyperparameters, ModelMetadata, RunSettings, observation_shapes
-from shared.networks import ActionSpec, PolicyNetwork, state_to_bytes
+from shared.networks import ActionSpec, PolicyNetwork, architecture, state_to_bytes
 from shared.run_files import RunFiles
 from shared.store import ModelStore, open_store
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
@@ -109,7 +109,7 @@ def test_hotlap_render_loads_a_model_trained_with_stacked_observations(tmp_path:
                                hyperparameters=Hyperparameters.model_validate({"stack_size": 2}),
                                reward_source="def reward_function(params):\n    return 1.0\n"))
     network = PolicyNetwork(observation_shapes(sensors, 2), metadata.neural_network, metadata.action_spec())
-    store.publish_version(0, state_to_bytes(network), {})
+    store.publish_version(0, state_to_bytes(network), architecture(network))  # as the trainer writes it
     output = tmp_path / "stacked.png"
     assert cli_main(["render", "--model", store.url, "--steps", "5", "--output", str(output)]) == 0
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

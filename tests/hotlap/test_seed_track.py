@@ -130,7 +130,7 @@ def test_hotlap_render_drives_a_model_on_the_track_stored_with_its_run(
 ) -> None:
     from hotlap.cli import main as cli_main
     from shared.config import observation_shapes
-    from shared.networks import PolicyNetwork, state_to_bytes
+    from shared.networks import PolicyNetwork, architecture, state_to_bytes
 
     path = a_custom_track(tmp_path)
     files = prepare_run_files(UserFiles(), RunSettings(track=str(path)))
@@ -139,6 +139,6 @@ def test_hotlap_render_drives_a_model_on_the_track_stored_with_its_run(
     path.unlink()
     network = PolicyNetwork(observation_shapes(files.metadata.sensor, files.hyperparameters.stack_size),
                             files.metadata.neural_network, files.metadata.action_spec())
-    store.publish_version(0, state_to_bytes(network), {})
+    store.publish_version(0, state_to_bytes(network), architecture(network))  # as the trainer writes it
     assert cli_main(["render", "--model", store.url, "--steps", "5", "--output", str(tmp_path / "x.png")]) == 0
     assert "on my_oval" in capsys.readouterr().out

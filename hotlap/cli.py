@@ -1,4 +1,5 @@
-"""The `hotlap` command: local training, seeding a run for compose, health checks, listing tracks.
+"""The `hotlap` command: local training, seeding a run for compose, health checks, looking at runs,
+listing tracks.
 
 It composes the services; it does not re-implement them. Options default to the HOTLAP_*
 environment variables, so the compose `init` service runs plain `python -m hotlap seed`.
@@ -170,12 +171,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from hotlap.plot import plot_run
+    from hotlap.runs import open_run
+
+    store, name = open_run(args.run, args.s3_endpoint_url)
+    output = args.output or Path("hotlap-plots") / name
+    result = plot_run(store, output, name)
+    for path in result.written:
+        print(f"wrote {path}")
+    for reason in result.skipped:
+        print(f"skipped {reason}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from hotlap.runs import format_table, list_runs, to_json
+
+    now = time.time()
+    runs = list_runs(args.store, args.s3_endpoint_url, now)
+    if args.json:
+        print(to_json(runs))
+    elif not runs:
+        print(f"no runs in {args.store}")
+    else:
+        print(format_table(runs, now))
+    return 0
+
+
 def _run_track(store_url: str, s3_endpoint_url: str | None) -> Track:
     """The track a run drives, as its workers load it (a stored track file, else the packaged route)."""
+    from hotlap.runs import open_run
     from shared.run_files import load_run_files
     from simulator.track import load_run_track
 
-    store = ModelStore(open_store(store_url, s3_endpoint_url))
+    store, _ = open_run(store_url, s3_endpoint_url)
     files = load_run_files(store)
     return load_run_track(files.settings.track, files.track_npy, f"{store.url}/{files.settings.track_file}")
 
@@ -183,12 +213,13 @@ def _run_track(store_url: str, s3_endpoint_url: str | None) -> Track:
 def _load_policy(store_url: str, s3_endpoint_url: str | None,
                  version: int | None) -> tuple[object, tuple[str, ...], int]:
     """(policy, sensors, stack_size) of a run's model version, as its workers built it."""
+    from hotlap.runs import open_run
     from shared.config import Hyperparameters, ModelMetadata
     from shared.networks import check_architecture, load_state_from_bytes
     from shared.run_files import build_policy
     from shared.store import HYPERPARAMETERS, MODEL_METADATA
 
-    store = ModelStore(open_store(store_url, s3_endpoint_url))
+    store, _ = open_run(store_url, s3_endpoint_url)
     metadata = ModelMetadata.parse(store.get_text(MODEL_METADATA), f"{store.url}/{MODEL_METADATA}")
     hyperparameters = Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}")
     stack_size = hyperparameters.stack_size
@@ -225,8 +256,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     render.add_argument("--track", help=f"track name or .npy file (default: the run's track with --model, "
                         f"else {DEFAULT_RENDER_TRACK})")
     render.add_argument("--output", type=Path, default=Path("hotlap-render.png"))
-    render.add_argument("--model", help="store URL of a run (file:///... or s3://bucket/prefix); default: "
-                        "a centre-line pure-pursuit driver")
+    render.add_argument("--model", help="a run folder or its store URL (file:///... or s3://bucket/prefix); "
+                        "default: a centre-line pure-pursuit driver")
     render.add_argument("--version", type=int, help="model version (default: latest)")
     render.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
     render.add_argument("--steps", type=int, default=400)
@@ -242,6 +273,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     health.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="keep checking until healthy or SECONDS have passed (e.g. to wait for the seed)")
     health.set_defaults(func=cmd_health)
+
+    plot = commands.add_parser("plot", help="PNG charts of a run: learning, paths by speed, actions, lap times")
+    plot.add_argument("run", help="a run folder (e.g. hotlap-runs/<run-id>) or its store URL (file://… or s3://…)")
+    plot.add_argument("--output", type=Path, help="folder for the PNGs (default: hotlap-plots/<run name>)")
+    plot.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
+    plot.set_defaults(func=cmd_plot)
+
+    runs = commands.add_parser("runs", help="every run in a folder or S3 prefix: track, status, versions, metrics")
+    runs.add_argument("store", nargs="?", default=env.get("HOTLAP_RUNS_DIR", "hotlap-runs"),
+                      help="a folder of runs or a store URL (file://… or s3://bucket/prefix); default ./hotlap-runs")
+    runs.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    runs.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
+    runs.set_defaults(func=cmd_runs)
 
     tracks = commands.add_parser("tracks", help="list the DeepRacer tracks hotlap ships")
     tracks.set_defaults(func=cmd_tracks)

@@ -41,12 +41,20 @@ class ObjectNotFound(StoreError):
     pass
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int  # bytes
+    modified: float  # seconds since the epoch
+
+
 class ObjectStore(Protocol):
     url: str
 
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]: ...
     def list(self, prefix: str = "") -> list[str]: ...
 
 
@@ -84,6 +92,17 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Like `list`, with each object's size and modification time."""
+        found = []
+        for key in self.list(prefix):
+            try:
+                stat = (self.root / key).stat()
+            except FileNotFoundError:
+                continue  # removed since the listing
+            found.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
+        return found
 
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.exists():
@@ -150,20 +169,25 @@ class S3Store:
         except ObjectNotFound:
             return False
 
-    def list(self, prefix: str = "") -> list[str]:
-        keys: list[str] = []
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Like `list`, with each object's size and modification time."""
+        found: list[ObjectInfo] = []
         token: str | None = None
         base = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
         while True:
             kwargs: dict[str, Any] = {"Prefix": base}
             if token:
                 kwargs["ContinuationToken"] = token
             page = self._call("list", prefix, self.client.list_objects_v2, **kwargs)
-            strip = len(self.prefix) + 1 if self.prefix else 0
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+            found.extend(ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].timestamp())
+                         for obj in page.get("Contents", []))
             if not page.get("IsTruncated"):
-                return sorted(keys)
+                return sorted(found, key=lambda info: info.key)
             token = page.get("NextContinuationToken")
+
+    def list(self, prefix: str = "") -> list[str]:
+        return [info.key for info in self.list_info(prefix)]
 
 
 def open_store(url: str, s3_endpoint_url: str | None = None) -> LocalStore | S3Store:

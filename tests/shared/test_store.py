@@ -36,6 +36,19 @@ def test_put_get_list_exists(store: ModelStore):
         store.get_text("ip/hyperparameters.json")
 
 
+def test_list_info_gives_sizes_and_times(store: ModelStore):
+    import time
+
+    before = time.time()
+    store.put_text("model/1/manifest.json", "{}")
+    store.objects.put("model/1/policy.safetensors", b"x" * 1234)
+    store.put_text("modelling.txt", "not under model/")
+    infos = store.objects.list_info("model/")
+    assert [(i.key, i.size) for i in infos] == [("model/1/manifest.json", 2), ("model/1/policy.safetensors", 1234)]
+    assert all(before - 5 <= i.modified <= time.time() + 5 for i in infos)  # S3 keeps whole seconds
+    assert [i.key for i in store.objects.list_info()] == store.objects.list()
+
+
 def test_versions_are_immutable_and_pointer_written_last(store: ModelStore):
     assert store.latest_version() is None
     store.publish_version(0, b"weights-0", {"network": "x"}, optimizer=b"opt-0")

@@ -72,6 +72,7 @@ class RunSummary:
     last_laps: int | None  # its completed laps
     size_bytes: int
     updated: float  # newest object's modification time, seconds since the epoch
+    problems: list[str]  # run files that could not be read, each with the reason
 
 
 def _run_prefixes(infos: list[ObjectInfo]) -> list[str]:
@@ -94,10 +95,12 @@ def _sub_store(objects: LocalStore | S3Store, prefix: str, s3_endpoint_url: str 
     return ModelStore(S3Store(objects.bucket, inner, s3_endpoint_url, client=objects.client))
 
 
-def _json_or_none(store: ModelStore, key: str) -> Any:
+def _json_or_none(store: ModelStore, key: str, problems: list[str]) -> Any:
+    """The JSON in `key`, or None with the problem noted (a listing shows every run, even a damaged one)."""
     try:
         return json.loads(store.get_text(key))
-    except (StoreError, json.JSONDecodeError):
+    except (StoreError, json.JSONDecodeError) as e:
+        problems.append(f"{key}: {e}")
         return None
 
 
@@ -105,11 +108,13 @@ def summarise(store: ModelStore, run: str, infos: list[ObjectInfo], now: float) 
     """One run's summary from its store and the listing of its objects (keys relative to the run)."""
     keys = {info.key for info in infos}
     updated = max((info.modified for info in infos), default=0.0)
+    problems: list[str] = []
     try:
         settings: RunSettings | None = RunSettings.parse(store.get_text(TRAINING_PARAMS),
                                                          f"{store.url}/{TRAINING_PARAMS}")
-    except (ConfigError, StoreError):
+    except (ConfigError, StoreError) as e:
         settings = None
+        problems.append(str(e))
     if DONE_MARKER in keys:
         status, reason = "done", ""
     elif now - updated < STALE_AFTER_S:
@@ -122,12 +127,13 @@ def summarise(store: ModelStore, run: str, infos: list[ObjectInfo], now: float) 
                       if k.startswith("model/") and k.endswith("/" + MANIFEST_FILE) and k.split("/")[1].isdigit())
     try:
         latest = store.latest_version()
-    except StoreError:
+    except StoreError as e:
         latest = versions[-1] if versions else None
-    checkpoints = _json_or_none(store, CHECKPOINTS_INDEX) if CHECKPOINTS_INDEX in keys else None
+        problems.append(str(e))
+    checkpoints = _json_or_none(store, CHECKPOINTS_INDEX, problems) if CHECKPOINTS_INDEX in keys else None
     best = checkpoints.get("best_checkpoint") if isinstance(checkpoints, dict) else None
     best = best if isinstance(best, dict) else {}
-    manifest = _json_or_none(store, f"model/{latest}/{MANIFEST_FILE}") if latest else None
+    manifest = _json_or_none(store, f"model/{latest}/{MANIFEST_FILE}", problems) if latest else None
     stats = manifest.get("training_stats") if isinstance(manifest, dict) else None
     stats = stats if isinstance(stats, dict) and stats else {}
     return RunSummary(
@@ -138,7 +144,7 @@ def summarise(store: ModelStore, run: str, infos: list[ObjectInfo], now: float) 
         last_iteration=latest if stats else None,
         last_reward=stats.get("mean_reward"), last_progress=stats.get("mean_progress"),
         last_laps=int(stats["laps_completed"]) if "laps_completed" in stats else None,
-        size_bytes=sum(info.size for info in infos), updated=updated,
+        size_bytes=sum(info.size for info in infos), updated=updated, problems=problems,
     )
 
 
@@ -193,6 +199,7 @@ def format_table(runs: list[RunSummary], now: float) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += [f"{r.run}: {r.reason}" for r in runs if r.reason]
+    lines += [f"{r.run}: cannot read {problem}" for r in runs for problem in r.problems]
     return "\n".join(lines)
 
 

@@ -97,3 +97,13 @@ def test_runs_names_a_missing_folder(tmp_path: Path):
     assert result.returncode == 2 and f"{tmp_path / 'nowhere'}: no such folder" in result.stderr
     result = hotlap("runs", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 0 and f"no runs in {tmp_path}" in result.stdout
+
+
+def test_a_damaged_run_is_listed_with_what_cannot_be_read(trained_run: Path, tmp_path: Path):
+    shutil.copytree(trained_run, tmp_path / "runs" / "damaged")
+    (tmp_path / "runs" / "damaged" / "model" / "deepracer_checkpoints.json").write_text('{"best_checkpoint": ')
+    (run,) = list_runs(str(tmp_path / "runs"))
+    assert run.status == "done" and run.best_checkpoint is None and run.latest_version == 3
+    assert len(run.problems) == 1 and "model/deepracer_checkpoints.json" in run.problems[0]
+    table = hotlap("runs", str(tmp_path / "runs"), cwd=tmp_path)
+    assert table.returncode == 0 and "damaged: cannot read model/deepracer_checkpoints.json" in table.stdout

@@ -211,3 +211,37 @@ def test_plot_names_what_is_wrong_with_a_folder_that_is_not_a_run(tmp_path: Path
     assert str(tmp_path) in result.stderr and "training_params.yaml" in result.stderr
     result = hotlap("plot", str(tmp_path / "missing"), cwd=tmp_path)
     assert result.returncode == 2 and "no such run folder" in result.stderr
+
+
+def test_continuous_action_usage_bins_steering_and_speed(trained_run: Path):
+    rows = [r for r in simtrace_rows(trained_run) if r["episode_status"] != "prepare"]
+    continuous = ModelMetadata.parse(json.dumps({
+        "action_space": {"steering_angle": {"low": -30, "high": 30}, "speed": {"low": 0.5, "high": 4}},
+        "action_space_type": "continuous"}), "model_metadata.json")
+    store, _ = open_run(str(trained_run))
+    steering, speed = action_usage(read_simtraces(store), continuous)
+    assert steering.labels[0] == "-30 to -20°" and speed.labels[-1] == "3.5 to 4 m/s"
+    for column, it in enumerate((1, 2, 3)):
+        chosen = [r for r in rows if r["iteration"] == str(it)]
+        for usage, name, edges in ((steering, "steer", np.linspace(-30, 30, 7)),
+                                   (speed, "throttle", np.linspace(0, 4, 9))):
+            counts, _ = np.histogram([float(r[name]) for r in chosen], edges)
+            np.testing.assert_allclose(usage.share[:, column], 100 * counts / len(chosen))
+
+
+def test_multi_worker_simtrace_layout(trained_run: Path, tmp_path: Path):
+    """DRfC's multi-worker layout <w>/training-simtrace/ (deepracer-formats.md §5.2), here as two copies."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.copytree(run / "training-simtrace", run / "1" / "training-simtrace")
+    (run / "0").mkdir()
+    (run / "training-simtrace").rename(run / "0" / "training-simtrace")
+    store, _ = open_run(str(run))
+    traces = read_simtraces(store)
+    assert [(t.iteration, t.worker) for t in traces] == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    single, _ = open_run(str(trained_run))
+    metadata = ModelMetadata.parse((run / "model/model_metadata.json").read_text(), "model_metadata.json")
+    np.testing.assert_allclose(action_usage(traces, metadata)[0].share,
+                               action_usage(read_simtraces(single), metadata)[0].share)
+    best, _ = best_and_latest(episode_paths(traces))
+    assert best.progress == best_and_latest(episode_paths(read_simtraces(single)))[0].progress

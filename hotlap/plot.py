@@ -48,6 +48,8 @@ LEARNING_STATS = (  # manifest training_stats key, panel title, y label
     ("clip_fraction", "Clip fraction", "share of samples"),
     ("explained_variance", "Explained variance of the value", "1 = perfect"),
 )
+METRIC_FIELDS = (("phase", str), ("trial", int), ("reward_score", int), ("completion_percentage", int),
+                 ("episode_status", str), ("elapsed_time_in_milliseconds", int))  # what the charts read (§4.1)
 TRAINING_COLOUR, EVALUATION_COLOUR = "tab:blue", "tab:orange"
 DPI = 100
 
@@ -77,9 +79,19 @@ def _json(store: ModelStore, key: str) -> Any:
 
 
 def read_episode_log(store: ModelStore) -> list[dict[str, str]]:
-    """The rows of logs/episodes.csv (columns: shared.deepracer_logs.EPISODE_LOG_COLUMNS); [] if absent."""
+    """The rows of logs/episodes.csv (columns: shared.deepracer_logs.EPISODE_LOG_COLUMNS); [] if absent.
+
+    Raises PlotError naming the line and column of a missing or non-numeric value.
+    """
     text = _text(store, EPISODE_LOG)
-    return list(csv.DictReader(io.StringIO(text))) if text else []
+    rows = list(csv.DictReader(io.StringIO(text))) if text else []
+    for line, row in enumerate(rows, start=2):
+        for column, kind in (("iteration", int), ("reward", float), ("progress", float), ("status", str)):
+            try:
+                kind(row[column])
+            except (KeyError, TypeError, ValueError) as e:
+                raise PlotError(f"{store.url}/{EPISODE_LOG} line {line}: bad {column!r} ({e})") from e
+    return rows
 
 
 def read_training_metrics(store: ModelStore) -> dict[int, list[dict[str, Any]]]:
@@ -92,6 +104,11 @@ def read_training_metrics(store: ModelStore) -> dict[int, list[dict[str, Any]]]:
         data = _json(store, key)
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), list):
             raise PlotError(f"{store.url}/{key}: no 'metrics' list")
+        for i, record in enumerate(data["metrics"]):
+            problems = [f"{field} must be {kind.__name__}" for field, kind in METRIC_FIELDS
+                        if not isinstance(record, dict) or not isinstance(record.get(field), kind)]
+            if problems:
+                raise PlotError(f"{store.url}/{key}: metrics[{i}]: {', '.join(problems)}")
         found[int(match.group(1) or 0)] = data["metrics"]
     return found
 

@@ -245,3 +245,18 @@ def test_multi_worker_simtrace_layout(trained_run: Path, tmp_path: Path):
                                action_usage(read_simtraces(single), metadata)[0].share)
     best, _ = best_and_latest(episode_paths(traces))
     assert best.progress == best_and_latest(episode_paths(read_simtraces(single)))[0].progress
+
+
+@pytest.mark.parametrize(("path", "damage", "message"), [
+    ("logs/episodes.csv", lambda text: text.replace(",off_track", ",", 1).replace("\n1,", "\nx,", 1),
+     "logs/episodes.csv line"),
+    ("metrics/TrainingMetrics.json", lambda text: text.replace('"trial": 2', '"trial": "2"', 1),
+     "metrics/TrainingMetrics.json: metrics[1]: trial must be int"),
+    ("training-simtrace/1-iteration.csv", lambda text: text.replace(",", ";"), "training-simtrace/1-iteration.csv"),
+])
+def test_a_damaged_run_file_is_named(trained_run: Path, tmp_path: Path, path: str, damage, message: str):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / path).write_text(damage((run / path).read_text()))
+    result = hotlap("plot", str(run), "--output", str(tmp_path / "charts"), cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

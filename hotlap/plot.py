@@ -502,12 +502,16 @@ def _run_settings(store: ModelStore) -> tuple[RunSettings, ModelMetadata]:
     return settings, metadata
 
 
-def _load_track(name: str) -> Any | None:
-    from simulator.track import TrackError, load_track
+def _load_track(store: ModelStore) -> Any | None:
+    """The run's track as its workers load it (a track file stored with the run, else the packaged
+    route); None when it cannot be loaded: the paths are then drawn without the track."""
+    from shared.run_files import load_run_files
+    from simulator.track import TrackError, load_run_track
 
     try:
-        return load_track(name)
-    except (TrackError, OSError):
+        files = load_run_files(store)
+        return load_run_track(files.settings.track, files.track_npy, f"{store.url}/{files.settings.track_file}")
+    except (TrackError, ConfigError, StoreError, OSError):
         return None
 
 
@@ -532,7 +536,7 @@ def plot_run(store: ModelStore, output: Path, run_name: str) -> PlotResult:
         skipped.append("learning.png: no trained model version yet")
     if traces:
         best, latest = best_and_latest(episode_paths(traces))
-        figures["track.png"] = track_figure(best, latest, _load_track(settings.track), run_name)
+        figures["track.png"] = track_figure(best, latest, _load_track(store), run_name)
         figures["actions.png"] = actions_figure(action_usage(traces, metadata), run_name)
     else:
         skipped += ["track.png: no training-simtrace yet", "actions.png: no training-simtrace yet"]

@@ -260,3 +260,26 @@ def test_a_damaged_run_file_is_named(trained_run: Path, tmp_path: Path, path: st
     (run / path).write_text(damage((run / path).read_text()))
     result = hotlap("plot", str(run), "--output", str(tmp_path / "charts"), cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_the_track_map_uses_the_track_file_stored_with_the_run(trained_run: Path, tmp_path: Path):
+    """A run on a user's .npy track stores the file (TRACK_FILE in training_params.yaml): the map draws it."""
+    import hashlib
+
+    from hotlap.plot import _load_track
+    from simulator.track import load_track
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    data = (Path(__file__).resolve().parents[2] / "simulator/tracks/reInvent2019_track.npy").read_bytes()
+    (run / "my_track.npy").write_bytes(data)
+    params = (run / "training_params.yaml").read_text()
+    params = params.replace("WORLD_NAME: reInvent2019_track", "WORLD_NAME: my_track")
+    params += f"TRACK_FILE: my_track.npy\nTRACK_SHA256: {hashlib.sha256(data).hexdigest()}\n"
+    (run / "training_params.yaml").write_text(params)
+    store, _ = open_run(str(run))
+    track = _load_track(store)
+    assert track is not None and track.name == "my_track"
+    np.testing.assert_array_equal(track.center, load_track("reInvent2019_track").center)
+    result = plot_run(store, tmp_path / "charts", "custom-track")
+    assert tmp_path / "charts" / "track.png" in result.written

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from shared.config import ConfigError, TrainerConfig, max_steps_per_iteration
-from shared.deepracer_logs import episode_log_csv
+from shared.deepracer_logs import EPISODE_LOG_COLUMNS, episode_log_csv
 from shared.experience import Experience
 from shared.networks import ModelFormatError, architecture, check_architecture, load_state_from_bytes, state_to_bytes
 from shared.run_files import RunFiles, load_run_files
@@ -40,6 +40,7 @@ from shared.store import (
 from shared.transport import RunTransport
 from trainer.coach_log import CoachLog
 from trainer.ppo import PPOSettings, make_optimizer, ppo_update
+from trainer.tensorboard import TensorBoardLog
 
 log = logging.getLogger("hotlap.trainer")
 
@@ -47,6 +48,7 @@ CONSUMER_NAME = "trainer"
 READ_BATCH = 16
 WAITING_LOG_EVERY_S = 15.0
 HEARTBEAT_EVERY_S = 5.0
+STEPS_COLUMN = EPISODE_LOG_COLUMNS.index("steps")
 
 
 @dataclass
@@ -143,6 +145,7 @@ class TrainerService(ServiceLoop):
         hp = files.hyperparameters
         self.settings = PPOSettings.from_hyperparameters(hp.model_dump())
         self.coach = CoachLog(self.settings)
+        self.tensorboard = TensorBoardLog(self.config.tensorboard_dir) if self.config.tensorboard_dir else None
         self.max_iterations = files.settings.max_iterations
         self.episodes_per_iteration = hp.num_episodes_between_training
         self.step_cap = max_steps_per_iteration(files.metadata.neural_network, files.settings.max_steps_per_iteration)
@@ -312,6 +315,9 @@ class TrainerService(ServiceLoop):
         self.retrying("acking", self.transport.acknowledge, batch.entry_ids)
 
     def _log_iteration(self, version: int, batch: Batch, stats: dict[str, float]) -> None:
+        if self.tensorboard is not None:
+            steps_before = sum(int(row[STEPS_COLUMN]) for row in self.episode_rows)
+            self.tensorboard.log_iteration(steps_before, batch.episodes, stats)
         for e in batch.episodes:
             self.episode_rows.append((version, e.model_version, e.worker_name, e.worker_index, e.episode,
                                       e.num_steps, round(e.total_reward, 4), round(e.progress, 4), e.status))
@@ -333,6 +339,8 @@ class TrainerService(ServiceLoop):
                  stats["train_seconds"])
 
     def _finish(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self.retrying("writing ip/done", self.store.mark_done)
         self.retrying("setting status", self.transport.set_status, "done")
         log.info("run %s done: model version %d in %s", self.config.run_id, self.max_iterations, self.store.url)

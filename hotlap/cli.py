@@ -49,7 +49,8 @@ def _add_run_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
                      help="per-episode step cap (DeepRacer: 10000)")
     run.add_argument("--cars-per-worker", type=int, default=_int_or_none(env.get("HOTLAP_CARS_PER_WORKER")),
                      help="cars each simulator process steps at once")
-    run.add_argument("--schedule", choices=("sync", "async"), default=env.get("HOTLAP_SCHEDULE", "sync"))
+    run.add_argument("--schedule", choices=("sync", "async"), default=env.get("HOTLAP_SCHEDULE", "sync"),
+                     help="sync: DeepRacer's on-policy iterations; async: workers never wait (bounded staleness)")
     run.add_argument("--workers", type=int, default=_int_or_none(env.get("HOTLAP_WORKERS")) or 1,
                      help="simulator worker processes")
 
@@ -110,7 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     store_url = args.store or f"file://{(args.runs_dir / run_id).resolve()}"
     run = LocalRun(run_id=run_id, store_url=store_url, s3_endpoint_url=args.s3_endpoint_url,
                    workers=args.workers, redis_url=args.redis_url,
-                   log_dir=(args.runs_dir / run_id / "logs" / "processes").resolve() if not args.store else None)
+                   log_dir=(args.runs_dir / run_id / "logs" / "processes").resolve() if not args.store else None,
+                   tensorboard_dir=Path(args.tensorboard).resolve() if args.tensorboard else None)
     print(f"training {run_id} on {run_files.settings.track}: {args.workers} worker(s) × "
           f"{run_files.settings.cars_per_worker} car(s), {run_files.settings.max_iterations} iterations × "
           f"{run_files.hyperparameters.num_episodes_between_training} episodes, "
@@ -246,6 +248,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     train.add_argument("--store", help="store URL instead of a local folder, e.g. s3://bucket/prefix")
     train.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
     train.add_argument("--redis-url", help="use this Redis instead of starting one")
+    train.add_argument("--tensorboard", type=Path, metavar="DIR", default=env.get("HOTLAP_TENSORBOARD_DIR"),
+                       help="write TensorBoard scalars (charts/*, losses/*) to DIR; needs hotlap[tensorboard]")
     train.set_defaults(func=cmd_train)
 
     seed = commands.add_parser("seed", help="validate the run's files and put them in the store (compose init)")
@@ -255,14 +259,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="PNG of camera frames and a top-down map with a trajectory")
     render.add_argument("--track", help=f"track name or .npy file (default: the run's track with --model, "
                         f"else {DEFAULT_RENDER_TRACK})")
-    render.add_argument("--output", type=Path, default=Path("hotlap-render.png"))
+    render.add_argument("--output", type=Path, default=Path("hotlap-render.png"), help="the PNG to write")
     render.add_argument("--model", help="a run folder or its store URL (file:///... or s3://bucket/prefix); "
                         "default: a centre-line pure-pursuit driver")
     render.add_argument("--version", type=int, help="model version (default: latest)")
     render.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
-    render.add_argument("--steps", type=int, default=400)
+    render.add_argument("--steps", type=int, default=400, help="steps to drive (15 per second)")
     render.add_argument("--frames", type=int, default=6, help="camera frames in the strip")
-    render.add_argument("--reverse", action="store_true")
+    render.add_argument("--reverse", action="store_true", help="drive the track in the other direction")
     render.add_argument("--stereo", action="store_true", help="render the stereo camera (left lens shown)")
     render.set_defaults(func=cmd_render)
 

@@ -469,6 +469,7 @@ class ServiceConfig(BaseModel):
     store_url: str = Field(..., alias="HOTLAP_STORE_URL")
     s3_endpoint_url: str | None = Field(None, alias="HOTLAP_S3_ENDPOINT_URL")
     log_level: str = Field("INFO", alias="HOTLAP_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", alias="HOTLAP_LOG_FORMAT")
 
     @field_validator("run_id")
     @classmethod
@@ -519,6 +520,7 @@ class TrainerConfig(ServiceConfig):
     torch_threads: int = Field(0, ge=0, alias="HOTLAP_TORCH_THREADS")
     stall_timeout_s: float = Field(60.0, gt=0.0, alias="HOTLAP_STALL_TIMEOUT_S")
     seed: int = Field(0, alias="HOTLAP_SEED")
+    tensorboard_dir: str | None = Field(None, alias="HOTLAP_TENSORBOARD_DIR")
 
 
 # Observation shapes per sensor: the contract between the simulator's renderers and the networks.

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from hotlap.cli import QUICK_START_CARS_PER_WORKER, QUICK_START_ITERATIONS, build_parser
 from shared.config import Hyperparameters, ModelMetadata, RunSettings, ServiceConfig, TrainerConfig, WorkerConfig
 from shared.settings_doc import UNDOCUMENTED, SettingRow, setting_rows
@@ -56,7 +58,7 @@ class _RecordingEnv(dict[str, str]):
         super().__init__()
         self.asked: list[str] = []
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self.asked.append(key)
         return default
 
@@ -168,7 +170,7 @@ def render() -> str:
         "",
         "### hyperparameters.json",
         "",
-        "Unknown keys are rejected (a typo would otherwise be ignored silently).",
+        "What DeepRacer and hotlap do with each key: [hyperparameters.md](hyperparameters.md).",
         "",
         *_file_table(setting_rows(Hyperparameters, by_alias=False)),
         "",
@@ -189,9 +191,9 @@ def render() -> str:
 
 def undocumented() -> list[str]:
     """Settings without a meaning: each needs Field(description=...) or a shared.settings_doc entry."""
-    models = [model for _, model in PROCESS_CONFIGS] + [Hyperparameters, ModelMetadata, RunSettings]
-    names = [r.name for m in models for r in setting_rows(m, by_alias=m is not Hyperparameters
-                                                           and m is not ModelMetadata)
+    models: list[tuple[type[BaseModel], bool]] = [(model, True) for _, model in PROCESS_CONFIGS]
+    models += [(Hyperparameters, False), (ModelMetadata, False), (RunSettings, True)]
+    names = [r.name for model, by_alias in models for r in setting_rows(model, by_alias)
              if r.meaning == UNDOCUMENTED]
     names += [", ".join(r.options) for r in collect_rows() if r.meaning == UNDOCUMENTED]
     return sorted(set(names))

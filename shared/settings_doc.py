@@ -70,7 +70,8 @@ DESCRIPTIONS: dict[str, str] = {
     "SCHEDULE": "sync: DeepRacer's on-policy iterations; async: workers never wait, bounded-stale experience",
     "MAX_STALENESS": "async schedule: oldest model version (this many behind) whose episodes are still trained on",
     "REWARD_TIME_LIMIT_S": "seconds one reward_function call may take before the run stops",
-    "MAX_STEPS_PER_ITERATION": "environment steps after which an iteration trains with the episodes it has",
+    "MAX_STEPS_PER_ITERATION": "environment steps after which an iteration trains with the episodes it has "
+                               "(unset: DeepRacer's cap for the network)",
     # ------------------------------------------------------------ hyperparameters.json (Hyperparameters)
     "batch_size": "PPO minibatch size (steps)",
     "beta_entropy": "entropy bonus coefficient",
@@ -88,6 +89,8 @@ DESCRIPTIONS: dict[str, str] = {
     "sac_alpha": "SAC's entropy temperature (accepted for DeepRacer files; hotlap trains PPO)",
     "max_sample_count": "DeepRacer's SAC replay setting (accepted, not used)",
     "sampling_frequency": "DeepRacer's SAC replay setting (accepted, not used)",
+    "hotlap_shared_trunk": "hotlap's own key: one network trunk shared by the policy and value heads instead of "
+                           "DeepRacer's two separate networks (faster; not DeepRacer's)",
     # ------------------------------------------------------------ model_metadata.json (ModelMetadata)
     "action_space": "discrete: a list of {steering_angle, speed}; continuous: {steering_angle: {low, high}, "
                     "speed: {low, high}} (degrees, m/s)",
@@ -111,12 +114,14 @@ class SettingRow:
 def type_name(annotation: Any) -> str:
     """`Literal["a", "b"]` -> `a \\| b`; `int | None` -> `int`; `list[str]` -> `list[str]`."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return type_name(typing.get_args(annotation)[0])
     if origin is Literal:
         return " | ".join(str(v) for v in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
         return " or ".join(type_name(a) for a in typing.get_args(annotation) if a is not type(None))
     if origin is not None:
-        return str(annotation).replace("typing.", "")
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in typing.get_args(annotation))}]"
     return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import TracebackType
 from typing import Literal
 
 from pythonjsonlogger.json import JsonFormatter
@@ -36,11 +37,20 @@ def record_formatter(log_format: LogFormat, process_name: str) -> logging.Format
     return logging.Formatter(f"%(asctime)s %(levelname)s [{process_name}] %(name)s: %(message)s")
 
 
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("hotlap").critical("uncaught %s", exc_type.__name__, exc_info=(exc_type, exc, tb))
+
+
 def setup_logging(level: str, process_name: str, log_format: LogFormat = "text") -> None:
-    """Root logging to stdout in `log_format`; DeepRacer's lines (BARE_LOGGERS) bare, in either format."""
+    """Root logging to stdout in `log_format`; DeepRacer's lines (BARE_LOGGERS) bare, in either format.
+
+    Python warnings and an uncaught exception's traceback go through the same formatter, so a
+    JSON log stays one object per line to the end."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(record_formatter(log_format, process_name))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     for name in BARE_LOGGERS:
         bare = logging.getLogger(name)
         bare_handler = logging.StreamHandler(sys.stdout)

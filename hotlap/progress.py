@@ -76,6 +76,7 @@ class ProgressDisplay:
         self.live = self.stream.isatty() if terminal is None else terminal
         self.completed = 0
         self.started = time.monotonic()
+        self._baseline: int | None = None  # steps already done when the first update came
         self._progress: Progress | None = None
         self._live: Live | None = None
         self._metrics = _Line()
@@ -113,8 +114,13 @@ class ProgressDisplay:
     def update(self, completed: int, metrics: Metrics | None = None) -> None:
         """`completed` of `total` done, with the latest `metrics`; a pipe gets a line when it advances."""
         metrics = metrics or {}
+        if self._baseline is None:
+            # A resumed run starts at k > 0: time only the steps done while shown, so the ETA holds.
+            self._baseline = max(completed - 1, 0)
         if self._progress is not None and self._task is not None:
             self._metrics.text = format_metrics(metrics)
+            if self._baseline and self.completed == 0:
+                self._progress.reset(self._task, completed=self._baseline)
             self._progress.update(self._task, completed=completed)
         elif completed != self.completed:
             print(self.line(completed, metrics), file=self.stream, flush=True)
@@ -123,6 +129,7 @@ class ProgressDisplay:
     def line(self, completed: int, metrics: Metrics) -> str:
         """The plain line for a pipe: `iteration 3/10 | 0:42 elapsed, ETA 1:38 | reward 12.50 | laps 4`."""
         elapsed = time.monotonic() - self.started
-        eta = elapsed / completed * (self.total - completed) if completed else 0.0
+        done_here = completed - (self._baseline or 0)
+        eta = elapsed / done_here * (self.total - completed) if done_here > 0 else 0.0
         head = f"{self.unit} {completed}/{self.total} | {_clock(elapsed)} elapsed, ETA {_clock(eta)}"
         return f"{head} | {format_metrics(metrics)}" if metrics else head

@@ -39,5 +39,17 @@ def test_a_terminal_gets_a_live_bar_with_the_metrics() -> None:
     assert "lap 2/5 |" not in screen  # not the pipe's lines
 
 
+def test_a_resumed_run_s_eta_counts_only_the_iterations_done_while_shown(monkeypatch) -> None:
+    clock = iter([0.0, 0.0, 100.0, 120.0])  # created, entered, first update (iteration 6 of 10), second (7)
+    monkeypatch.setattr("hotlap.progress.time.monotonic", lambda: next(clock))
+    out = _Pipe()
+    with ProgressDisplay("training", total=10, stream=out) as display:
+        display.update(6)  # iterations 1-5 were trained before a restart
+        display.update(7)
+    first, second = out.getvalue().splitlines()
+    assert first == "iteration 6/10 | 1:40 elapsed, ETA 6:40"  # 100 s for one iteration, 4 to go
+    assert second == "iteration 7/10 | 2:00 elapsed, ETA 3:00"  # 60 s per iteration, 3 to go
+
+
 def test_format_metrics_rounds_floats_and_keeps_text() -> None:
     assert format_metrics({"reward": 12.345, "laps": 4, "workers": "2"}) == "reward 12.35 | laps 4 | workers 2"

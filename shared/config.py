@@ -40,6 +40,10 @@ log = logging.getLogger("hotlap.config")
 MAX_STEERING_DEG = 30.0
 MIN_SPEED = 0.1
 MAX_SPEED = 4.0
+# DeepRacer calls the reward function with no time limit while training; the only limit a racer meets is
+# the reward-function validator's 5 s per call (simapp reward_func_validator/constants.py; deepracer-formats.md
+# §1.1). A function may well spend a second on its first call (importing scipy, fitting a racing line).
+REWARD_TIME_LIMIT_S = 5.0
 
 CAMERA_SENSORS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS", "LEFT_CAMERA", "observation")
 LIDAR_SENSORS = ("LIDAR", "SECTOR_LIDAR", "DISCRETIZED_SECTOR_LIDAR")
@@ -425,7 +429,7 @@ class RunSettings(BaseModel):
     cars_per_worker: int = Field(1, ge=1, le=1024, alias="CARS_PER_WORKER")
     schedule: Literal["sync", "async"] = Field("sync", alias="SCHEDULE")
     max_staleness: int = Field(1, ge=0, alias="MAX_STALENESS")
-    reward_time_limit_s: float = Field(1.0, gt=0.0, alias="REWARD_TIME_LIMIT_S")
+    reward_time_limit_s: float = Field(REWARD_TIME_LIMIT_S, gt=0.0, alias="REWARD_TIME_LIMIT_S")
     # None: DeepRacer's cap for the network (max_steps_per_iteration()).
     max_steps_per_iteration: int | None = Field(None, ge=1, alias="MAX_STEPS_PER_ITERATION")
 

@@ -9,9 +9,12 @@ Returned values: ``float``, ``int`` and numpy numbers are accepted and converted
 ``bool`` is rejected (DeepRacer's validator demands a float; returning e.g.
 ``params['all_wheels_on_track']`` is almost always a bug), as are strings, None, etc.
 
-Time limit: the call is timed with ``time.perf_counter`` and a call slower than the limit
-raises afterwards. A function that never returns is interrupted by :func:`hang_guard`, one
-interval timer around a whole env step (no per-call thread or signal, to keep the hot path cheap).
+Time limit: DeepRacer's validator allows 5 s per call (deepracer-formats.md §1.1) and training
+itself has no limit, so the default is 5 s: a first call that imports scipy or fits a racing line
+must not fail here when it trains on DeepRacer. The call is timed with ``time.perf_counter``
+and a call slower than the limit raises afterwards. A function that never returns is interrupted
+by :func:`hang_guard`, one interval timer around a whole env step (no per-call thread or signal,
+to keep the hot path cheap).
 
 Params: the caller (the env) builds a fresh dict for every call whose only mutable values
 are fresh lists (tuples inside), which is what DeepRacer's deep copy guarantees, so this
@@ -45,10 +48,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from shared.config import REWARD_TIME_LIMIT_S
+
 # The modules DeepRacer's reward validator lets a reward function import (deepracer-formats.md §1.1).
 DEEPRACER_REWARD_MODULES = ("math", "random", "numpy", "scipy", "shapely")
 REWARD_LIMIT = 1e5
-DEFAULT_TIME_LIMIT_S = 1.0
+DEFAULT_TIME_LIMIT_S = REWARD_TIME_LIMIT_S  # DeepRacer validator's per-call limit
 _MAX_VALUE_REPR = 120
 _MAX_PARAMS_REPR = 3000
 

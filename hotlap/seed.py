@@ -13,7 +13,7 @@ from pathlib import Path
 from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
 from shared.run_files import RunFiles, save_run_files
 from shared.store import ModelStore, S3Store, sha256
-from simulator.reward import RewardFunctionError, load_reward_function
+from simulator.reward import RewardFunctionError, decode_reward_source, load_reward_function
 from simulator.track import TrackError, read_user_track
 
 REWARD_FILE = "reward_function.py"
@@ -55,14 +55,25 @@ class UserFiles:
 
 
 def _read(path: Path | None, default_name: str) -> tuple[str, str]:
-    """(text, name used in messages) of a user file, or of the embedded default."""
+    """(text, name used in messages) of a user file, or of the embedded default.
+
+    The reward function is decoded as Python imports it (a byte-order mark or a coding line works,
+    as on DeepRacer); the JSON files as UTF-8, as the simapp's ``json.load`` reads them.
+    """
     if path is None:
-        text = resources.files("hotlap.defaults").joinpath(default_name).read_text()
+        text = resources.files("hotlap.defaults").joinpath(default_name).read_text(encoding="utf-8")
         return text, f"{default_name} (hotlap default)"
     try:
-        return path.read_text(), str(path)
+        data = path.read_bytes()
     except OSError as e:
         raise SeedError(f"{path}: cannot read: {e.strerror}") from e
+    if default_name == REWARD_FILE:
+        try:
+            return decode_reward_source(data, str(path)), str(path)
+        except RewardFunctionError as e:
+            raise SeedError(str(e)) from e
+    try:
+        return data.decode("utf-8"), str(path)
     except UnicodeDecodeError as e:
         raise SeedError(f"{path}: not UTF-8 text: {e}") from e
 

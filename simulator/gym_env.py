@@ -43,7 +43,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from simulator.env import EnvSettings, RewardCallable, StepResult, VectorRacingEnv
-from simulator.reward import load_reward_functions
+from simulator.reward import decode_reward_source, load_reward_functions
 from simulator.sensors import CAMERA_SENSORS, LIDAR, LIDAR_FILTER_MAX, LIDAR_FILTER_MIN
 from simulator.track import Track, load_track
 
@@ -149,7 +149,7 @@ def _make_env(
     rewards: RewardCallable | Sequence[RewardCallable] = follow_center_line
     if isinstance(reward_function, str | os.PathLike):
         path = Path(reward_function)
-        rewards = load_reward_functions(path.read_text(encoding="utf-8"), num_cars, str(path))
+        rewards = load_reward_functions(decode_reward_source(path.read_bytes(), str(path)), num_cars, str(path))
     elif reward_function is not None:
         rewards = reward_function
     return VectorRacingEnv(track, num_cars, settings or EnvSettings(), rewards, seed)

@@ -34,6 +34,7 @@ them and hotlap's runtime dependencies (pyproject.toml) install the last three.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import linecache
 import math
@@ -121,6 +122,21 @@ class RewardFunction:
             f"{kind}: {error}\n"
             f"{format_params(params)}"
         )
+
+
+def decode_reward_source(data: bytes, filename: str = "reward_function.py") -> str:
+    """The text of a ``reward_function.py`` file, decoded as Python's import decodes it.
+
+    DeepRacer imports the file (deepracer-formats.md §1.1), so a UTF-8 byte-order mark (what
+    Windows editors often write) and a PEP 263 ``# -*- coding: ... -*-`` line work there; a plain
+    UTF-8 decode would turn the mark into a syntax error. Universal newlines, as for an import.
+
+    Raises :class:`RewardFunctionError` naming the file if the bytes are not valid in their encoding.
+    """
+    try:
+        return importlib.util.decode_source(data)
+    except (SyntaxError, UnicodeDecodeError, LookupError) as error:
+        raise RewardFunctionError(f"{filename}: cannot be read as Python source: {error}") from error
 
 
 def load_reward_functions(

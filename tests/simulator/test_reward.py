@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import importlib.util
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from simulator.reward import RewardFunction, RewardFunctionError, load_reward_function, load_reward_functions
+from simulator.env import EnvSettings
+from simulator.gym_env import HotlapVectorEnv
+from simulator.reward import (
+    RewardFunction,
+    RewardFunctionError,
+    decode_reward_source,
+    load_reward_function,
+    load_reward_functions,
+)
 
 PARAMS: dict[str, Any] = {
     "progress": 12.5,
@@ -166,3 +176,39 @@ def test_a_slow_first_call_within_deepracers_5_s_is_not_a_failure() -> None:
     for reward_function in load_reward_functions(source, 2, time_limit_s=limit):
         assert reward_function({"progress": 1.0}) == 1.0
     assert load_reward_function(source)({"progress": 1.0}) == 1.0
+
+
+# A reward file as Windows editors save it (UTF-8 byte-order mark, CRLF), and one with a PEP 263
+# coding line; Python's import (DeepRacer imports the file, deepracer-formats.md §1.1) reads both.
+WINDOWS_FILE = (b"\xef\xbb\xbfimport math\r\ndef reward_function(params):\r\n    # Gr\xc3\xb6\xc3\x9fe\r\n"
+                b'    return 1.0 + len("\xc3\xa9")\r\n')
+LATIN1_FILE = b'# -*- coding: latin-1 -*-\ndef reward_function(params):\n    return 1.0 + len("\xe9\xe9")\n'
+
+
+def _imported(tmp_path: Path, data: bytes) -> Any:
+    """What Python's import makes of the bytes: the reference."""
+    path = tmp_path / "imported_reward.py"
+    path.write_bytes(data)
+    spec = importlib.util.spec_from_file_location("imported_reward", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reward_function
+
+
+@pytest.mark.parametrize(("data", "expected"), [(WINDOWS_FILE, 2.0), (LATIN1_FILE, 3.0)])
+def test_a_reward_file_is_decoded_as_python_imports_it(tmp_path: Path, data: bytes, expected: float) -> None:
+    assert _imported(tmp_path, data)({}) == expected  # one character each: decoded, not UTF-8 bytes
+    assert load_reward_function(decode_reward_source(data))({}) == expected
+    path = tmp_path / "reward_function.py"
+    path.write_bytes(data)
+    envs = HotlapVectorEnv(2, track="reInvent2019_track", actions=[(0.0, 1.0)], reward_function=path,
+                           settings=EnvSettings(sensors=("LIDAR",)))
+    envs.reset(seed=0)
+    envs.step(np.zeros(2, np.int64))  # DeepRacer's prepare step: no reward call
+    assert envs.step(np.zeros(2, np.int64))[1].tolist() == [expected, expected]
+
+
+def test_a_reward_file_that_is_not_valid_in_its_encoding_is_refused_naming_the_file() -> None:
+    with pytest.raises(RewardFunctionError, match=r"^my_reward\.py: cannot be read as Python source"):
+        decode_reward_source(b"def reward_function(params):\n    return 1.0  # \xff\n", "my_reward.py")

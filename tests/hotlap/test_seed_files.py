@@ -1,0 +1,31 @@
+"""The run's files are read as DeepRacer reads them (deepracer-formats.md §1.1, §2, §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hotlap.seed import SeedError, UserFiles, prepare_run_files
+from shared.config import RunSettings
+from simulator.reward import load_reward_function
+
+# Windows editors write a UTF-8 byte-order mark and CRLF; DeepRacer imports the file, and Python's
+# import reads both. The comment's non-ASCII text is there to be decoded, not mangled.
+WINDOWS_REWARD = (b"\xef\xbb\xbfdef reward_function(params):\r\n    # Gr\xc3\xb6\xc3\x9fe\r\n"
+                  b'    return float(len("\xc3\xa9"))\r\n')
+
+
+def test_a_reward_file_saved_with_a_byte_order_mark_seeds_and_runs(tmp_path: Path) -> None:
+    path = tmp_path / "reward_function.py"
+    path.write_bytes(WINDOWS_REWARD)
+    files = prepare_run_files(UserFiles(reward_function=path), RunSettings(), max_iterations=1)
+    assert files.reward_source.startswith("def reward_function")  # stored without the mark
+    assert load_reward_function(files.reward_source)({}) == 1.0
+
+
+def test_a_reward_file_invalid_in_its_encoding_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "reward_function.py"
+    path.write_bytes(b"# -*- coding: no-such-codec -*-\ndef reward_function(params):\n    return 1.0\n")
+    with pytest.raises(SeedError, match=f"{path}: cannot be read as Python source"):
+        prepare_run_files(UserFiles(reward_function=path), RunSettings(), max_iterations=1)

@@ -47,6 +47,8 @@ REWARD_TIME_LIMIT_S = 5.0
 
 CAMERA_SENSORS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS", "LEFT_CAMERA", "observation")
 LIDAR_SENSORS = ("LIDAR", "SECTOR_LIDAR", "DISCRETIZED_SECTOR_LIDAR")
+# model_metadata.json files before this version carry no sensor list DeepRacer reads (§2).
+LEGACY_SENSOR_VERSION = 2.0
 SUPPORTED_SENSORS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS", "LIDAR", "SECTOR_LIDAR")
 NETWORKS = (
     "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW",
@@ -172,6 +174,16 @@ class LidarConfig(BaseModel):
         return value
 
 
+def _sensor_ignored_by_version(data: Any) -> bool:
+    """Whether DeepRacer ignores this model_metadata.json's ``sensor`` (version before 2; §2)."""
+    if not isinstance(data, dict) or "version" not in data or "sensor" not in data:
+        return False
+    try:
+        return float(data["version"]) < LEGACY_SENSOR_VERSION
+    except (TypeError, ValueError):
+        return False  # the version field's validator names the problem
+
+
 class ModelMetadata(BaseModel):
     """DeepRacer's model_metadata.json (simapp keys and defaults)."""
 
@@ -185,6 +197,16 @@ class ModelMetadata(BaseModel):
     version: str = "5"
     lidar_config: LidarConfig | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_version_drives_the_camera(cls, data: Any) -> Any:
+        """DeepRacer reads ``sensor`` only from files of version 2 or later; an older file's car
+        drives the camera alone ("observation"), whatever ``sensor`` says (simapp
+        ``model_metadata.py::parse_model_metadata``: ``float(version) >= 2``; deepracer-formats.md §2)."""
+        if _sensor_ignored_by_version(data):
+            return {**data, "sensor": ["observation"]}
+        return data
+
     @field_validator("action_space_type", "training_algorithm", mode="before")
     @classmethod
     def _normalise_token(cls, value: Any) -> Any:
@@ -194,7 +216,11 @@ class ModelMetadata(BaseModel):
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
+            value = str(value)
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"version {value!r} is not a number (DeepRacer reads it with float())") from None
         return value
 
     @field_validator("training_algorithm")
@@ -252,6 +278,9 @@ class ModelMetadata(BaseModel):
         if isinstance(data, dict) and "action_space" not in data:
             raise ConfigError(source, ["action_space: no action space defined"])
         metadata: ModelMetadata = _validate(cls, data, source)
+        if _sensor_ignored_by_version(data):
+            log.warning("%s: version %s is before 2, so DeepRacer ignores 'sensor' %s and the car drives the "
+                        "camera alone; so does hotlap", source, data["version"], data["sensor"])
         outside = metadata.outside_limits()
         if outside:
             log.warning("%s: action values outside DeepRacer's limits are clipped when driving to steering "

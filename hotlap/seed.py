@@ -78,27 +78,42 @@ def _read(path: Path | None, default_name: str) -> tuple[str, str]:
         raise SeedError(f"{path}: not UTF-8 text: {e}") from e
 
 
+def _parse(texts: dict[str, tuple[str, str]], settings: RunSettings,
+           problems: list[str]) -> tuple[ModelMetadata | None, Hyperparameters | None, str]:
+    """Validate the files that could be read; each problem is appended to ``problems``."""
+    metadata = hyperparameters = None
+    if METADATA_FILE in texts:
+        try:
+            metadata = ModelMetadata.parse(*texts[METADATA_FILE])
+        except ConfigError as e:
+            problems.append(str(e))
+    if HYPERPARAMETERS_FILE in texts:
+        try:
+            hyperparameters = Hyperparameters.parse(*texts[HYPERPARAMETERS_FILE])
+        except ConfigError as e:
+            problems.append(str(e))
+    reward_text = ""
+    if REWARD_FILE in texts:
+        reward_text, reward_name = texts[REWARD_FILE]
+        try:
+            load_reward_function(reward_text, reward_name, time_limit_s=settings.reward_time_limit_s)
+        except RewardFunctionError as e:
+            problems.append(str(e))
+    return metadata, hyperparameters, reward_text
+
+
 def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations: int | None = None,
                       episodes_per_iteration: int | None = None) -> RunFiles:
     """Read and validate everything; raise one SeedError listing every problem of every file."""
     problems: list[str] = []
-    metadata_text, metadata_name = _read(files.model_metadata, METADATA_FILE)
-    hp_text, hp_name = _read(files.hyperparameters, HYPERPARAMETERS_FILE)
-    reward_text, reward_name = _read(files.reward_function, REWARD_FILE)
-
-    metadata = hyperparameters = None
-    try:
-        metadata = ModelMetadata.parse(metadata_text, metadata_name)
-    except ConfigError as e:
-        problems.append(str(e))
-    try:
-        hyperparameters = Hyperparameters.parse(hp_text, hp_name)
-    except ConfigError as e:
-        problems.append(str(e))
-    try:
-        load_reward_function(reward_text, reward_name, time_limit_s=settings.reward_time_limit_s)
-    except RewardFunctionError as e:
-        problems.append(str(e))
+    texts: dict[str, tuple[str, str]] = {}
+    for path, default_name in ((files.model_metadata, METADATA_FILE), (files.hyperparameters, HYPERPARAMETERS_FILE),
+                               (files.reward_function, REWARD_FILE)):
+        try:  # a file that cannot be read is one problem among the others, not the only one reported
+            texts[default_name] = _read(path, default_name)
+        except SeedError as e:
+            problems.append(str(e))
+    metadata, hyperparameters, reward_text = _parse(texts, settings, problems)
     track_npy = None
     try:
         track, track_npy = read_user_track(settings.track)

@@ -29,3 +29,18 @@ def test_a_reward_file_invalid_in_its_encoding_is_refused_naming_the_file(tmp_pa
     path.write_bytes(b"# -*- coding: no-such-codec -*-\ndef reward_function(params):\n    return 1.0\n")
     with pytest.raises(SeedError, match=f"{path}: cannot be read as Python source"):
         prepare_run_files(UserFiles(reward_function=path), RunSettings(), max_iterations=1)
+
+
+def test_files_that_cannot_be_read_are_reported_with_every_other_problem(tmp_path: Path) -> None:
+    broken = tmp_path / "model_metadata.json"
+    broken.write_text('{"action_space": [{"steering_angle": 0, "speed": 1}]')
+    track = tmp_path / "nan_track.npy"
+    track.write_bytes(b"not an npy file")
+    files = UserFiles(reward_function=tmp_path / "missing_reward.py", model_metadata=broken,
+                      hyperparameters=tmp_path / "missing_hp.json")
+    with pytest.raises(SeedError) as info:
+        prepare_run_files(files, RunSettings(track=str(track)), max_iterations=1)
+    message = str(info.value)
+    for name in ("missing_reward.py: cannot read", "missing_hp.json: cannot read", f"{broken} is invalid",
+                 "nan_track.npy: not a readable .npy array"):
+        assert name in message

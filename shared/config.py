@@ -174,6 +174,15 @@ class LidarConfig(BaseModel):
         return value
 
 
+def _version_number(data: dict[str, Any]) -> float:
+    """model_metadata.json's ``version`` as the simapp reads it; 0 when absent or not a number
+    (the simapp then assumes 1, or the version field's validator names the problem)."""
+    try:
+        return float(data["version"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
 def _sensor_ignored_by_version(data: Any) -> bool:
     """Whether DeepRacer ignores this model_metadata.json's ``sensor`` (version before 2; §2)."""
     if not isinstance(data, dict) or "version" not in data or "sensor" not in data:
@@ -205,6 +214,11 @@ class ModelMetadata(BaseModel):
         ``model_metadata.py::parse_model_metadata``: ``float(version) >= 2``; deepracer-formats.md §2)."""
         if _sensor_ignored_by_version(data):
             return {**data, "sensor": ["observation"]}
+        if isinstance(data, dict) and "sensor" not in data and _version_number(data) >= LEGACY_SENSOR_VERSION:
+            # the simapp reads data["sensor"] for version >= 2 and fails without it; a file that
+            # trained here must also load on DeepRacer (and on the car)
+            raise ValueError(f"sensor: missing; version {data['version']!r} files list their sensors "
+                             "(DeepRacer fails without it), e.g. \"sensor\": [\"FRONT_FACING_CAMERA\"]")
         return data
 
     @field_validator("action_space_type", "training_algorithm", mode="before")

@@ -5,9 +5,11 @@ and fails the job on an exception, NaN/inf, or a value outside [-1e5, 1e5]. We d
 with one :class:`RewardFunctionError` per failure whose message says what went wrong, where
 in the user's file, and (for failures while running) with which params.
 
-Returned values: ``float``, ``int`` and numpy numbers are accepted and converted to float.
-``bool`` is rejected (DeepRacer's validator demands a float; returning e.g.
-``params['all_wheels_on_track']`` is almost always a bug), as are strings, None, etc.
+Returned values: whatever ``float()`` converts, as in DeepRacer's training loop (simapp
+``rollout_agent_ctrl.py``: ``float(self._reward_(...))``): ``float``, ``int`` and numpy numbers
+silently; ``bool`` and numeric strings too, with one warning per function
+(returning e.g. ``params['all_wheels_on_track']`` is usually a bug, but it trains on DeepRacer).
+What ``float()`` refuses (None, lists, ``'fast'``) is a :class:`RewardFunctionError`.
 
 Time limit: DeepRacer's validator allows 5 s per call (deepracer-formats.md §1.1) and training
 itself has no limit, so the default is 5 s: a first call that imports scipy or fits a racing line
@@ -44,6 +46,7 @@ import threading
 import time
 import traceback
 import types
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
@@ -56,6 +59,7 @@ DEEPRACER_REWARD_MODULES = ("math", "random", "numpy", "scipy", "shapely")
 REWARD_LIMIT = 1e5
 DEFAULT_TIME_LIMIT_S = REWARD_TIME_LIMIT_S  # DeepRacer validator's per-call limit
 _MAX_VALUE_REPR = 120
+log = logging.getLogger("hotlap.reward")
 _MAX_PARAMS_REPR = 3000
 
 
@@ -77,6 +81,7 @@ class RewardFunction:
         self.function = function
         self.filename = filename
         self.time_limit_s = time_limit_s
+        self._warned_not_a_number = False
 
     def __call__(self, params: dict[str, Any]) -> float:
         started = time.perf_counter()
@@ -90,15 +95,7 @@ class RewardFunction:
                 f"{self.filename}: reward_function took {elapsed:.3f} s, over the {self.time_limit_s:g} s limit"
                 f"\n{format_params(params)}"
             )
-        if type(value) is float:  # fast path
-            reward = value
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            reward = float(value)
-        else:
-            raise RewardFunctionError(
-                f"{self.filename}: reward_function must return a number (float), got {type(value).__name__} "
-                f"{_short_repr(value)}\n{format_params(params)}"
-            )
+        reward = value if type(value) is float else self._as_float(value, params)  # float: the fast path
         if not math.isfinite(reward):
             raise RewardFunctionError(
                 f"{self.filename}: reward_function returned {reward} (must be finite)\n{format_params(params)}"
@@ -107,6 +104,23 @@ class RewardFunction:
             raise RewardFunctionError(
                 f"{self.filename}: reward {reward!r} out of range [-1e5, 1e5]\n{format_params(params)}"
             )
+        return reward
+
+    def _as_float(self, value: Any, params: Mapping[str, Any]) -> float:
+        """``float(value)`` as DeepRacer applies it; a loud warning, once, for what is not a plain number."""
+        try:
+            reward = float(value)
+        except (TypeError, ValueError) as error:
+            raise RewardFunctionError(
+                f"{self.filename}: reward_function must return a number (float), got {type(value).__name__} "
+                f"{_short_repr(value)}\n{format_params(params)}"
+            ) from error
+        plain = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not plain and not self._warned_not_a_number:
+            self._warned_not_a_number = True
+            log.warning("%s: reward_function returned %s %s, not a number; it is used as float() makes it, %r, "
+                        "as DeepRacer does (warned once)", self.filename, type(value).__name__,
+                        _short_repr(value), reward)
         return reward
 
     def _describe_exception(self, error: BaseException, params: Mapping[str, Any]) -> str:

@@ -203,6 +203,9 @@ def test_values_beyond_the_limits_in_either_form_are_accepted_with_one_warning(c
     ({"action_space": [{"steering_angle": 0, "speed": 1}], "action_space_type": "box"}, "action_space_type"),
     # simapp: float(version) raises on a non-number
     ({"action_space": [{"steering_angle": 0, "speed": 1}], "version": "v5"}, "version 'v5' is not a number"),
+    # simapp: version >= 2 reads data["sensor"], a KeyError without it
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "version": "5"}, "sensor: missing; version '5'"),
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "version": 2}, "sensor: missing; version 2"),
 ])
 def test_what_deepracer_rejects_is_rejected_with_one_message(data: dict, problem: str):
     with pytest.raises(ConfigError) as info:

@@ -56,6 +56,30 @@ def test_ints_and_numpy_numbers_become_float(value: str) -> None:
     assert type(result) is float and result == float(eval(value, {"np": np}))
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("True", 1.0), ("False", 0.0), ("'1.5'", 1.5), ("' 2 '", 2.0), ("np.bool_(True)", 1.0)],
+)
+def test_what_deepracers_float_accepts_trains_with_one_warning(
+    value: str, expected: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DeepRacer trains on ``float(reward_function(params))`` (simapp rollout_agent_ctrl.py): a bool,
+    a numeric string or a one-element array is a reward there, so it is here, warned about once."""
+    rf = load(f"import numpy as np\ndef reward_function(params):\n    return {value}\n")
+    with caplog.at_level("WARNING", logger="hotlap.reward"):
+        results = [rf({}) for _ in range(3)]
+    assert all(type(r) is float and r == expected for r in results)
+    warnings = [r for r in caplog.records if "not a number" in r.getMessage()]
+    assert len(warnings) == 1 and "float()" in warnings[0].getMessage()
+
+
+def test_plain_numbers_are_not_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    rf = load("import numpy as np\ndef reward_function(params):\n    return np.float32(0.5)\n")
+    with caplog.at_level("WARNING", logger="hotlap.reward"):
+        rf({})
+    assert not caplog.records
+
+
 def test_syntax_error_names_file_and_line() -> None:
     with pytest.raises(RewardFunctionError) as caught:
         load("def reward_function(params):\n    x = 1\n    return x +\n", filename="my_reward.py")
@@ -111,9 +135,10 @@ def test_exception_in_a_plain_callable_is_wrapped() -> None:
     ("returned", "expected"),
     [
         ("None", "must return a number (float), got NoneType None"),
-        ("'1.0'", "got str '1.0'"),
-        ("True", "got bool True"),
+        ("'fast'", "got str 'fast'"),
+        ("{'reward': 1.0}", "got dict {'reward': 1.0}"),
         ("[1.0]", "got list [1.0]"),
+        ("[1.0, 2.0]", "got list [1.0, 2.0]"),
         ("float('nan')", "returned nan (must be finite)"),
         ("float('inf')", "returned inf (must be finite)"),
         ("-float('inf')", "returned -inf"),

@@ -39,6 +39,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import linecache
+import logging
 import math
 import numbers
 import signal
@@ -46,7 +47,6 @@ import threading
 import time
 import traceback
 import types
-import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType

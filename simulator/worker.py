@@ -74,6 +74,44 @@ class CarEpisode:
         return len(self.actions)
 
 
+@dataclass
+class TrainerWait:
+    """How long a worker waits on the trainer, and how fresh its models are when it starts using them.
+
+    Sent in every heartbeat and logged at exit; bench/pipeline.py reads them. `waiting_s`: wall seconds
+    with no car playing (sync: the iteration's tickets are used up until the next version) plus seconds
+    blocked on a full experience stream. `publish_to_use_s`: from a version's `published_at` (its
+    manifest, written by the trainer) to this worker acting with it, for each version it switches to
+    while running (its first version also counts its own start-up, so it is left out); across machines
+    it includes their clock offset.
+    """
+
+    waiting_s: float = 0.0
+    switches: int = 0
+    last_publish_to_use_s: float = 0.0
+    max_publish_to_use_s: float = 0.0
+    total_publish_to_use_s: float = 0.0
+
+    def waited(self, seconds: float) -> None:
+        self.waiting_s += seconds
+
+    def switched(self, published_at: float, now: float) -> float:
+        """Record a switch to a version published at `published_at` (unix seconds); returns the latency."""
+        latency = max(0.0, now - published_at)
+        self.switches += 1
+        self.last_publish_to_use_s = latency
+        self.max_publish_to_use_s = max(self.max_publish_to_use_s, latency)
+        self.total_publish_to_use_s += latency
+        return latency
+
+    def fields(self) -> dict[str, float]:
+        mean = self.total_publish_to_use_s / self.switches if self.switches else 0.0
+        return {"waiting_s": round(self.waiting_s, 3), "version_switches": self.switches,
+                "publish_to_use_s": round(self.last_publish_to_use_s, 4),
+                "publish_to_use_max_s": round(self.max_publish_to_use_s, 4),
+                "publish_to_use_mean_s": round(mean, 4)}
+
+
 def load_inputs(store: ModelStore) -> RunFiles:
     try:
         return load_run_files(store)
@@ -97,6 +135,7 @@ class SimulatorWorker(ServiceLoop):
         self.last_heartbeat = time.monotonic()
         self.steps_at_last_heartbeat = 0
         self.last_metrics_upload = 0.0
+        self.trainer_wait = TrainerWait()
 
     # ------------------------------------------------------------------ entry
 
@@ -112,7 +151,7 @@ class SimulatorWorker(ServiceLoop):
                 self._refresh_policy(latest)
                 self._claim_episodes()
                 if not self.active.any():
-                    time.sleep(IDLE_POLL_S)
+                    self._sleep_waiting(IDLE_POLL_S)
                     self._heartbeat_if_due()
                     continue
                 result = self._step_cars()
@@ -128,8 +167,8 @@ class SimulatorWorker(ServiceLoop):
             return 1
         finally:
             self._flush_logs()
-        log.info("worker %s done: %d episodes, %d steps", self.config.worker_name,
-                 self.episodes_played, self.steps_played)
+        log.info("worker %s done: %d episodes, %d steps, %.1fs waiting on the trainer", self.config.worker_name,
+                 self.episodes_played, self.steps_played, self.trainer_wait.waiting_s)
         return 0
 
     def _wait_for_run(self) -> None:
@@ -231,9 +270,14 @@ class SimulatorWorker(ServiceLoop):
         except ModelFormatError as e:
             self.record_failure(self.config.worker_name, str(e))
             raise RunFailed(str(e)) from e
+        published_at = model.manifest.get("published_at")
         if self.policy_version >= 0:
             self._finish_iteration()
-        log.info("acting with model version %d", latest)
+            if isinstance(published_at, (int, float)):
+                latency = self.trainer_wait.switched(float(published_at), time.time())
+                log.info("acting with model version %d, published %.3fs ago", latest, latency)
+        else:
+            log.info("acting with model version %d", latest)
         self.policy_version = latest
         self.next_claim_at = 0.0
 
@@ -370,8 +414,13 @@ class SimulatorWorker(ServiceLoop):
         while self.retrying("reading backlog", self.transport.backlog) >= self.transport.stream_limit:
             if self.stop_requested:
                 break
-            time.sleep(STREAM_FULL_WAIT_S)
+            self._sleep_waiting(STREAM_FULL_WAIT_S)
         self.retrying("pushing experience", self.transport.push_experience, exp)
+
+    def _sleep_waiting(self, seconds: float) -> None:
+        started = time.monotonic()  # measured, not assumed: a loaded machine oversleeps
+        time.sleep(seconds)
+        self.trainer_wait.waited(time.monotonic() - started)
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
@@ -380,7 +429,7 @@ class SimulatorWorker(ServiceLoop):
         recent_rate = (self.steps_played - self.steps_at_last_heartbeat) / max(now - self.last_heartbeat, 1e-9)
         self.retrying("heartbeat", self.transport.heartbeat, self.config.worker_name, {
             "index": self.worker_index, "version": self.policy_version, "episodes": self.episodes_played,
-            "steps": self.steps_played, "steps_per_s": round(recent_rate, 1),
+            "steps": self.steps_played, "steps_per_s": round(recent_rate, 1), **self.trainer_wait.fields(),
         })
         self.last_heartbeat = now
         self.steps_at_last_heartbeat = self.steps_played

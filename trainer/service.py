@@ -110,9 +110,14 @@ class TrainerService(ServiceLoop):
                 return 0
             self._setup(files)
             for version in range(self.version, self.max_iterations):
+                collect_started = time.monotonic()
                 batch = self._collect(version)
+                collect_seconds = time.monotonic() - collect_started
                 self._beat("training", version, force=True)
                 stats = self._train(version, batch)
+                # Next to train_seconds in the progress hash and the manifest: the share of an
+                # iteration the trainer waited for experience (bench/pipeline.py reads both).
+                stats["collect_seconds"] = collect_seconds
                 self._beat("publishing", version, force=True)
                 # Log before publishing: a trainer killed in between re-trains this iteration
                 # on resume, and the reloaded log drops rows of iterations that were never published.
@@ -332,11 +337,11 @@ class TrainerService(ServiceLoop):
         }
         self.retrying("writing progress", self.transport.set_progress, progress)
         log.info("iteration %d/%d: %d episodes, %d steps, reward %.2f, progress %.1f%%, laps %d, "
-                 "policy loss %.4f, value loss %.4f, entropy %.3f, kl %.4f, %.1fs",
+                 "policy loss %.4f, value loss %.4f, entropy %.3f, kl %.4f, collected in %.1fs, trained in %.1fs",
                  version + 1, self.max_iterations, len(batch.episodes), batch.num_steps, stats["mean_reward"],
                  stats["mean_progress"], stats["laps_completed"], stats.get("policy_loss", 0.0),
                  stats.get("value_loss", 0.0), stats.get("entropy", 0.0), stats.get("approx_kl", 0.0),
-                 stats["train_seconds"])
+                 stats.get("collect_seconds", 0.0), stats["train_seconds"])
 
     def _finish(self) -> None:
         if self.tensorboard is not None:

@@ -3,6 +3,7 @@ import zlib
 
 import numpy as np
 import pytest
+import zstandard
 
 from shared.experience import HEADER_FIELD, PAYLOAD_FIELD, Experience, MessageError
 
@@ -58,6 +59,9 @@ def _fields(exp: Experience) -> tuple[dict, bytes]:
         (lambda h, p: (h["arrays"][0].update(dtype="object"), p)[1], "dtype"),
         (lambda h, p: (h["arrays"][1].update(shape=[5, 65]), p)[1], "payload"),
         (lambda h, p: (h.update(codec="zlib"), p)[1], "zlib"),
+        (lambda h, p: (h.update(codec="zstd"), p)[1], "zstd"),
+        (lambda h, p: (h.update(codec="zstd"), zstandard.ZstdCompressor().compress(p)[:-8])[1], "zstd"),
+        (lambda h, p: (h.update(codec="lzma"), p)[1], "codec"),
     ],
 )
 def test_corrupt_messages_raise_message_error(mutate, expected):
@@ -76,12 +80,27 @@ def test_garbage_header_and_pickle_are_rejected_without_executing():
         Experience.decode({b"data": b"x"})
 
 
-def test_zip_bomb_is_bounded():
+@pytest.mark.parametrize("codec, compress", [
+    ("zlib", lambda data: zlib.compress(data)),
+    ("zstd", lambda data: zstandard.ZstdCompressor().compress(data)),
+    # A frame that does not declare its size must not be inflated either.
+    ("zstd", lambda data: zstandard.ZstdCompressor(write_content_size=False).compress(data)),
+])
+def test_zip_bomb_is_bounded(codec, compress):
     header, payload = _fields(make_experience(steps=2))
-    header["codec"] = "zlib"
-    bomb = zlib.compress(b"\0" * (50 * 1024 * 1024))
+    header["codec"] = codec
+    bomb = compress(b"\0" * (50 * 1024 * 1024))
     with pytest.raises(MessageError, match="bytes"):
         Experience.decode({HEADER_FIELD: json.dumps(header).encode(), PAYLOAD_FIELD: bomb})
+
+
+def test_compressed_messages_use_zstd_and_zlib_ones_from_earlier_builds_still_decode():
+    exp = make_experience()
+    header, payload = _fields(exp)
+    assert json.loads(exp.encode()[HEADER_FIELD])["codec"] == "zstd"
+    header["codec"] = "zlib"
+    back = Experience.decode({HEADER_FIELD: json.dumps(header).encode(), PAYLOAD_FIELD: zlib.compress(payload, 1)})
+    np.testing.assert_array_equal(back.observations["FRONT_FACING_CAMERA"], exp.observations["FRONT_FACING_CAMERA"])
 
 
 def test_step_counts_must_agree():

@@ -1,8 +1,9 @@
 """The experience message: one finished episode (or chunk) of one car, as it crosses Redis.
 
 Wire format: a small JSON header plus the raw numpy buffers, concatenated and optionally
-compressed (zstd level 1; zlib, the codec of earlier builds, is still read). Decoding never unpickles or executes anything; anything malformed raises
-`MessageError`, which names what is wrong, so the trainer can drop the entry and carry on.
+compressed (zstd level 1; zlib, the codec of earlier builds, is still read). Decoding never
+unpickles or executes anything; anything malformed raises `MessageError`, which names what is
+wrong, so the trainer can drop the entry and carry on.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from shared.transport import redis_from_url  # noqa: E402
 DEEPRACER_STEPS_PER_S_PER_WORKER = 15.0  # RoboMaker's 15 Hz simulation
 DEEPRACER_END_TO_END_STEPS_PER_S = 90_000 / (4 * 3600)  # ~6.3: a 4-hour, 90K-step console run
 
-SWITCH = re.compile(r"acting with model version (\d+), published ([0-9.]+)s ago")
+SWITCH = re.compile(r"acting with model version (\d+), published ([0-9.]+)s ago \(loading it took ([0-9.]+)s\)")
 FIRST_VERSION = re.compile(r"acting with model version (\d+)$")
 DONE = re.compile(r"done: (\d+) episodes, (\d+) steps, ([0-9.]+)s waiting on the trainer")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -65,19 +65,22 @@ def _log_time(line: str) -> float | None:
 def parse_worker_log(text: str) -> dict[str, Any]:
     """Version-switch latencies, steps, waiting and the playing wall time of one worker's log."""
     latencies: list[float] = []
+    loads: list[float] = []
     started = ended = None
     steps = episodes = 0
     waiting = 0.0
     for line in text.splitlines():
         if (match := SWITCH.search(line)) is not None:
             latencies.append(float(match.group(2)))
+            loads.append(float(match.group(3)))
         elif FIRST_VERSION.search(line) and started is None:
             started = _log_time(line)
         elif (match := DONE.search(line)) is not None:
             episodes, steps, waiting = int(match.group(1)), int(match.group(2)), float(match.group(3))
             ended = _log_time(line)
     wall = (ended - started) if started is not None and ended is not None else 0.0
-    return {"latencies": latencies, "steps": steps, "episodes": episodes, "waiting_s": waiting, "wall_s": wall}
+    return {"latencies": latencies, "loads": loads, "steps": steps, "episodes": episodes, "waiting_s": waiting,
+            "wall_s": wall}
 
 
 def analyse_run(store: ModelStore, worker_logs: list[str]) -> dict[str, Any]:
@@ -94,12 +97,15 @@ def analyse_run(store: ModelStore, worker_logs: list[str]) -> dict[str, Any]:
     steps_all = sum(int(r["steps"]) for r in rows)
     workers = [parse_worker_log(text) for text in worker_logs]
     latencies = [x for w in workers for x in w["latencies"]]
+    loads = [x for w in workers for x in w["loads"]]
     playing = [w["steps"] / (w["wall_s"] - w["waiting_s"]) for w in workers if w["wall_s"] - w["waiting_s"] > 0]
     return {
         "iterations": len(versions) - 1,
         "measured_iterations": len(measured),
         "trained_steps": steps_all,
         "played_steps": sum(w["steps"] for w in workers),
+        # Async: steps of chunks older than max_staleness are dropped, and workers play on at the end.
+        "trained_share_of_played": steps_all / max(1, sum(w["steps"] for w in workers)),
         "end_to_end_steps_per_s": steps_measured / wall if wall > 0 else 0.0,
         "whole_run_steps_per_s": steps_all / (published[versions[-1]] - published[0]),
         "worker_steps_per_s_playing": mean(playing),
@@ -111,6 +117,7 @@ def analyse_run(store: ModelStore, worker_logs: list[str]) -> dict[str, Any]:
         "publish_to_use_mean_s": mean(latencies),
         "publish_to_use_p50_s": percentile(latencies, 50),
         "publish_to_use_max_s": max(latencies, default=0.0),
+        "model_load_mean_s": mean(loads),  # the part of publish -> use spent reading and loading the weights
         "version_switches": len(latencies),
     }
 
@@ -151,6 +158,7 @@ COLUMNS = [
     ("worker_wait_fraction", "wkr wait", ".2f"),
     ("publish_to_use_mean_s", "pub->use", ".3f"),
     ("publish_to_use_max_s", "max", ".3f"),
+    ("model_load_mean_s", "load", ".3f"),
     ("redis_peak_mib", "redis MiB", ".1f"),
 ]
 
@@ -159,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--schedules", nargs="+", choices=("sync", "async"), default=["sync", "async"])
-    parser.add_argument("--iterations", type=int, default=4, help="training iterations per run (>= 2)")
-    parser.add_argument("--episodes", type=int, default=8, help="episodes per iteration")
+    parser.add_argument("--iterations", type=int, default=3, help="training iterations per run (>= 2)")
+    parser.add_argument("--episodes", type=int, default=4, help="episodes per iteration")
     parser.add_argument("--cars-per-worker", type=int, default=2)
-    parser.add_argument("--max-steps", type=int, default=150, help="max steps per episode")
+    parser.add_argument("--max-steps", type=int, default=60, help="max steps per episode")
     parser.add_argument("--track", default="reInvent2019_track")
     parser.add_argument("--json", type=Path, default=Path("bench/results/pipeline.json"), help="result file")
     parser.add_argument("--keep", type=Path, help="keep the runs (store folders, process logs) here")
@@ -171,26 +179,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--iterations must be at least 2 (the first iteration is start-up)")
 
     info = machine()
+    settings = vars(args) | {"json": str(args.json), "keep": str(args.keep)}
     print(f"bench/pipeline.py: {machine_line(info)}")
     os.environ.setdefault("HOTLAP_SIM_TRACE_LOG", "0")  # the per-step trace lines are not what is measured
     root = args.keep or Path(tempfile.mkdtemp(prefix="hotlap-bench-pipeline-"))
     rows = []
-    for schedule in args.schedules:
-        for workers in args.workers:
+    for workers in args.workers:  # sync and async back to back: the machine's load changes slowly
+        for schedule in args.schedules:
             row = run_once(args, schedule, workers, root)
             row["label"] = f"{schedule} {workers}w x{args.cars_per_worker}"
             row["redis_peak_mib"] = row["redis_used_memory_peak_bytes"] / 2**20
             row["loadavg_1m"] = os.getloadavg()[0]
             rows.append(row)
             print(f"  {row['label']}: {row['run_seconds']:.0f}s", flush=True)
+            write_result(args.json, "pipeline (partial)", info, settings, rows, {})  # survives an interrupted run
     references = [
         {"label": "DeepRacer worker", "worker_steps_per_s_playing": DEEPRACER_STEPS_PER_S_PER_WORKER},
         {"label": "DeepRacer e2e", "end_to_end_steps_per_s": DEEPRACER_END_TO_END_STEPS_PER_S},
     ]
     print_table(COLUMNS, rows + references)
     summary = _summary(rows)
-    result = write_result(args.json, "pipeline", info, vars(args) | {"json": str(args.json), "keep": str(args.keep)},
-                          rows, summary | {"references": references})
+    result = write_result(args.json, "pipeline", info, settings, rows, summary | {"references": references})
     for key, value in summary.items():
         print(f"{key}: {value}")
     print(f"load average at end: {', '.join(f'{x:.2f}' for x in result['machine']['loadavg_end'])}; "

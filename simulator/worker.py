@@ -263,6 +263,7 @@ class SimulatorWorker(ServiceLoop):
             return  # finish the episodes of this version first; only whole episodes are on-policy
         if not sync and self.active.any():
             self._ship_chunks_of_running_episodes()
+        load_started = time.monotonic()
         model = self.retrying("loading model", self.store.load_version, latest)
         try:
             check_architecture(self.policy, model.manifest, f"{self.store.url}/model/{latest}")
@@ -270,12 +271,14 @@ class SimulatorWorker(ServiceLoop):
         except ModelFormatError as e:
             self.record_failure(self.config.worker_name, str(e))
             raise RunFailed(str(e)) from e
+        load_s = time.monotonic() - load_started
         published_at = model.manifest.get("published_at")
         if self.policy_version >= 0:
             self._finish_iteration()
             if isinstance(published_at, (int, float)):
                 latency = self.trainer_wait.switched(float(published_at), time.time())
-                log.info("acting with model version %d, published %.3fs ago", latest, latency)
+                log.info("acting with model version %d, published %.3fs ago (loading it took %.3fs)", latest,
+                         latency, load_s)
         else:
             log.info("acting with model version %d", latest)
         self.policy_version = latest

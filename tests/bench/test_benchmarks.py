@@ -41,7 +41,8 @@ def test_pipeline_bench(tmp_path: Path):
     assert (row["schedule"], row["workers"]) == ("async", 1)
     assert_positive(row, ["end_to_end_steps_per_s", "worker_steps_per_s_playing", "trainer_busy_fraction",
                           "trainer_train_fraction", "publish_to_use_mean_s", "publish_to_use_max_s",
-                          "redis_used_memory_peak_bytes", "trained_steps", "played_steps", "version_switches"])
+                          "model_load_mean_s", "redis_used_memory_peak_bytes", "trained_steps", "played_steps",
+                          "version_switches"])
     assert 0 < row["trainer_busy_fraction"] <= 1 and 0 <= row["worker_wait_fraction"] <= 1
     assert {"publish_to_use_worst_s", "publish_to_use_target_met", "async_busy_target_met"} <= set(result["summary"])
 

@@ -78,7 +78,9 @@ class Experience:
         for name, arr in arrays.items():
             if arr.dtype.name not in ALLOWED_DTYPES:
                 raise MessageError(f"array {name!r} has dtype {arr.dtype.name}, not one of {sorted(ALLOWED_DTYPES)}")
-        payload = b"".join(arr.tobytes() for arr in arrays.values())
+        # Byte views of the arrays, not copies: compression reads them in place.
+        buffers = [arr.reshape(-1).view(np.uint8) for arr in arrays.values()]
+        payload_bytes = sum(buf.nbytes for buf in buffers)
         header = {
             "schema": SCHEMA_VERSION,
             "kind": MESSAGE_KIND,
@@ -94,12 +96,16 @@ class Experience:
             "elapsed_s": self.elapsed_s,
             "extra": self.extra,
             "codec": COMPRESSION_CODEC if compress else "none",
-            "payload_bytes": len(payload),
+            "payload_bytes": payload_bytes,
             "arrays": [{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)} for n, a in arrays.items()],
         }
         if compress:
             # A compressor per call: they are cheap, and one shared compressor is not thread-safe.
-            payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(payload)
+            # Streamed array by array with the total size declared, so the frame states it (decode checks).
+            stream = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj(size=payload_bytes)
+            payload = b"".join([*(stream.compress(buf) for buf in buffers), stream.flush()])
+        else:
+            payload = b"".join(buffers)
         return {HEADER_FIELD: json.dumps(header).encode(), PAYLOAD_FIELD: payload}
 
     @classmethod

@@ -52,7 +52,7 @@ def test_transport_bench(tmp_path: Path):
                        "--repeats", "1")
     assert [row["producers"] for row in result["rows"]] == [1, 2]
     for row in result["rows"]:
-        assert_positive(row, ["raw_episodes_per_s", "hotlap_episodes_per_s", "ratio"])
+        assert_positive(row, ["raw_episodes_per_s", "hotlap_episodes_per_s", "ratio", "consumer_ratio"])
     assert_positive(result["summary"], ["message_array_bytes", "hotlap_message_bytes", "worst_ratio"])
 
 

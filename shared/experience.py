@@ -79,7 +79,7 @@ class Experience:
             if arr.dtype.name not in ALLOWED_DTYPES:
                 raise MessageError(f"array {name!r} has dtype {arr.dtype.name}, not one of {sorted(ALLOWED_DTYPES)}")
         # Byte views of the arrays, not copies: compression reads them in place.
-        buffers = [arr.reshape(-1).view(np.uint8) for arr in arrays.values()]
+        buffers = [arr.reshape(-1).view(np.uint8).data for arr in arrays.values()]
         payload_bytes = sum(buf.nbytes for buf in buffers)
         header = {
             "schema": SCHEMA_VERSION,

@@ -27,14 +27,18 @@ import contextlib
 import csv
 import io
 import json
+import multiprocessing as mp
 import os
+import queue
 import re
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,12 +47,14 @@ from hotlap.local import LocalRun, train_locally  # noqa: E402
 from hotlap.redis_server import redis_server  # noqa: E402
 from hotlap.seed import UserFiles, prepare_run_files  # noqa: E402
 from shared.config import RunSettings  # noqa: E402
+from shared.run_files import RunFiles  # noqa: E402
 from shared.store import ModelStore, open_store  # noqa: E402
 from shared.transport import redis_from_url  # noqa: E402
 
 DEEPRACER_STEPS_PER_S_PER_WORKER = 15.0  # RoboMaker's 15 Hz simulation
 DEEPRACER_END_TO_END_STEPS_PER_S = 90_000 / (4 * 3600)  # ~6.3: a 4-hour, 90K-step console run
 
+T = TypeVar("T")
 SWITCH = re.compile(r"acting with model version (\d+), published ([0-9.]+)s ago \(loading it took ([0-9.]+)s\)")
 FIRST_VERSION = re.compile(r"acting with model version (\d+)$")
 DONE = re.compile(r"done: (\d+) episodes, (\d+) steps, ([0-9.]+)s waiting on the trainer")
@@ -122,6 +128,39 @@ def analyse_run(store: ModelStore, worker_logs: list[str]) -> dict[str, Any]:
     }
 
 
+def _local_run(run_id: str, run_dir: Path, log_dir: Path, workers: int, files: RunFiles) -> tuple[int, int]:
+    """`hotlap train`'s local run against a fresh redis-server; (exit code, Redis used_memory_peak)."""
+    with redis_server() as redis_url:
+        run = LocalRun(run_id=run_id, store_url=f"file://{run_dir}", s3_endpoint_url=None, workers=workers,
+                       redis_url=redis_url, log_dir=log_dir, quiet=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = train_locally(run, files)
+        return code, int(redis_from_url(redis_url).info("memory")["used_memory_peak"])
+
+
+def _in_own_process_group(target: Callable[..., T], args: tuple[Any, ...], timeout_s: float, message: str) -> T:
+    """Run `target` in a child process that leads its own process group, so that a run that never
+    finishes (a worker that crashed, a stuck trainer) is killed with everything it started:
+    trainer, workers and redis-server, instead of hanging the benchmark or leaving them behind."""
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+
+    def child() -> None:
+        os.setsid()
+        results.put(target(*args))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    try:
+        result: T = results.get(timeout=timeout_s)
+    except queue.Empty:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.join()
+        raise SystemExit(message) from None
+    proc.join()
+    return result
+
+
 def run_once(args: argparse.Namespace, schedule: str, workers: int, root: Path) -> dict[str, Any]:
     settings = RunSettings.model_validate({
         "track": args.track, "schedule": schedule, "num_workers": workers,
@@ -132,20 +171,16 @@ def run_once(args: argparse.Namespace, schedule: str, workers: int, root: Path) 
     run_id = f"bench-{schedule}-{workers}w"
     run_dir = root / run_id
     log_dir = run_dir / "process-logs"
-    with redis_server() as redis_url:
-        run = LocalRun(run_id=run_id, store_url=f"file://{run_dir}", s3_endpoint_url=None, workers=workers,
-                       redis_url=redis_url, log_dir=log_dir, quiet=True)
-        started = time.monotonic()
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = train_locally(run, files)
-        seconds = time.monotonic() - started
-        memory = redis_from_url(redis_url).info("memory")
+    started = time.monotonic()
+    code, peak = _in_own_process_group(_local_run, (run_id, run_dir, log_dir, workers, files), args.run_timeout,
+                                       f"{run_id}: not finished after {args.run_timeout:.0f}s; logs in {log_dir}")
+    seconds = time.monotonic() - started
     if code != 0:
         raise SystemExit(f"{run_id}: the run failed (exit {code}); process logs in {log_dir}")
     store = ModelStore(open_store(f"file://{run_dir}"))
     logs = [(log_dir / f"simulator-{i}.log").read_text() for i in range(workers)]
     return {"schedule": schedule, "workers": workers, "cars_per_worker": args.cars_per_worker,
-            "run_seconds": seconds, "redis_used_memory_peak_bytes": int(memory["used_memory_peak"]),
+            "run_seconds": seconds, "redis_used_memory_peak_bytes": peak,
             **analyse_run(store, logs)}
 
 
@@ -174,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track", default="reInvent2019_track")
     parser.add_argument("--json", type=Path, default=Path("bench/results/pipeline.json"), help="result file")
     parser.add_argument("--keep", type=Path, help="keep the runs (store folders, process logs) here")
+    parser.add_argument("--run-timeout", type=float, default=1200.0,
+                        help="seconds before one run is given up and killed with its processes")
     args = parser.parse_args(argv)
     if args.iterations < 2:
         parser.error("--iterations must be at least 2 (the first iteration is start-up)")

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def run_bench(script: str, tmp_path: Path, *args: str) -> dict[str, Any]:
     out = tmp_path / f"{script}.json"
     subprocess.run([sys.executable, str(REPO / "bench" / f"{script}.py"), "--json", str(out), *args],
-                   cwd=tmp_path, check=True, timeout=120, stdout=subprocess.DEVNULL)
+                   cwd=tmp_path, check=True, timeout=150, stdout=subprocess.DEVNULL)
     result = json.loads(out.read_text())
     machine = result["machine"]
     assert machine["cores"] >= 1 and machine["cpu_model"]
@@ -36,7 +36,7 @@ def assert_positive(row: dict[str, Any], keys: list[str]) -> None:
 
 def test_pipeline_bench(tmp_path: Path):
     result = run_bench("pipeline", tmp_path, "--workers", "1", "--schedules", "async", "--iterations", "2",
-                       "--episodes", "1", "--max-steps", "10", "--cars-per-worker", "1")
+                       "--episodes", "1", "--max-steps", "10", "--cars-per-worker", "1", "--run-timeout", "90")
     (row,) = result["rows"]
     assert (row["schedule"], row["workers"]) == ("async", 1)
     assert_positive(row, ["end_to_end_steps_per_s", "worker_steps_per_s_playing", "trainer_busy_fraction",

@@ -13,7 +13,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from hotlap.errors import CommandError, EvaluationError
 from hotlap.seed import SeedError, UserFiles, prepare_run_files, seed_store
 from shared.config import ConfigError, RunSettings, ServiceConfig
 from shared.run_files import RunFiles
@@ -236,6 +238,96 @@ def _load_policy(store_url: str, s3_endpoint_url: str | None,
     return policy, tuple(metadata.sensor), stack_size
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from hotlap.evaluate import EvaluationSettings, evaluate
+    from hotlap.models import load_model, open_run
+    from simulator.track import load_track
+
+    if args.video:
+        from hotlap.video import check_video_path
+
+        check_video_path(args.video)  # before any trial runs
+    settings = EvaluationSettings(trials=args.trials, reverse=args.reverse, continuous=args.continuous,
+                                  off_track_penalty_s=args.off_track_penalty, max_resets=args.max_resets,
+                                  max_steps=args.max_steps, record_frames=args.video is not None)
+    problems = settings.problems()
+    if problems:
+        raise EvaluationError("; ".join(problems))
+    model = load_model(open_run(args.run, args.s3_endpoint_url), args.version)
+    track = load_track(args.track) if args.track else model.run_track()
+    result = evaluate(model, track, settings, write=args.write)
+    summary = result.to_json()
+    if args.video:
+        from hotlap.video import write_video
+
+        summary["video"] = {"path": str(args.video), "frames": write_video(args.video, result.trials, track)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(result.table())
+    if result.metrics_key:
+        print(f"wrote {model.store.url}/{result.metrics_key}\n      {model.store.url}/{result.simtrace_key}")
+    if args.video:
+        print(f"wrote {args.video} ({summary['video']['frames']} frames at 15 fps)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hotlap.export import export
+    from hotlap.models import load_model, open_run
+
+    model = load_model(open_run(args.run, args.s3_endpoint_url), args.version)
+    path = export(model, args.format, args.output)
+    print(f"wrote {path}: model version {model.version} of {model.store.url} as {args.format}")
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    from hotlap.models import VERSION_CHOICES_HELP
+
+    parser.add_argument("run", help="the run: a run folder, file:///path or s3://bucket/prefix")
+    parser.add_argument("--version", default="last", help=f"{VERSION_CHOICES_HELP} (default: last)")
+    parser.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
+
+
+def _add_evaluate_parser(commands: Any, env: Mapping[str, str]) -> None:
+    from hotlap import evaluate as ev
+
+    evaluate = commands.add_parser(
+        "evaluate", help="greedy trials of a model: lap times, DeepRacer's evaluation metrics and simtrace",
+        description="Trials start at evenly spaced points of the lap (0, 1/3, 2/3 for 3): the simulator is "
+                    "deterministic, so trials from one start would repeat one drive.")
+    _add_model_options(evaluate, env)
+    evaluate.add_argument("--track", help="track name (see `hotlap tracks`) or .npy file (default: the run's)")
+    evaluate.add_argument("--reverse", action="store_true", help="drive the track in the other direction")
+    evaluate.add_argument("--trials", type=int, default=ev.DEFAULT_TRIALS,
+                          help=f"trials, spread over the lap (default {ev.DEFAULT_TRIALS})")
+    evaluate.add_argument("--continuous", action=argparse.BooleanOptionalAction, default=True,
+                          help="reset the car after an off track and go on (DRfC's DR_EVAL_IS_CONTINUOUS, "
+                               "default); --no-continuous ends the trial there")
+    evaluate.add_argument("--off-track-penalty", type=float, default=ev.DEFAULT_OFF_TRACK_PENALTY_S,
+                          help=f"seconds added per off track (default {ev.DEFAULT_OFF_TRACK_PENALTY_S})")
+    evaluate.add_argument("--max-resets", type=int, default=ev.DEFAULT_MAX_RESETS,
+                          help=f"resets before a trial ends unfinished (default {ev.DEFAULT_MAX_RESETS})")
+    evaluate.add_argument("--max-steps", type=int, default=ev.DEFAULT_MAX_STEPS,
+                          help=f"steps (1/15 s) before a trial ends unfinished (default {ev.DEFAULT_MAX_STEPS})")
+    evaluate.add_argument("--video", type=Path, help="write a lap video (.mp4 or .gif): camera beside a map")
+    evaluate.add_argument("--no-write", dest="write", action="store_false",
+                          help="do not store the evaluation metrics and simtrace in the run")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def _add_export_parser(commands: Any, env: Mapping[str, str]) -> None:
+    export = commands.add_parser("export", help="write a model's policy for other tools (ONNX)")
+    _add_model_options(export, env)
+    export.add_argument("--format", required=True, help="onnx (inputs and outputs as DeepRacer's car uses them)")
+    export.add_argument("--output", type=Path, help="file to write (default: <run>-v<version>.<format>)")
+    export.set_defaults(func=cmd_export)
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotlap", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -291,6 +383,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     runs.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
     runs.set_defaults(func=cmd_runs)
 
+    _add_evaluate_parser(commands, env)
+    _add_export_parser(commands, env)
+
     tracks = commands.add_parser("tracks", help="list the DeepRacer tracks hotlap ships")
     tracks.set_defaults(func=cmd_tracks)
     return parser
@@ -301,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (SeedError, ConfigError, StoreError, TrackError) as e:
+    except (SeedError, ConfigError, StoreError, TrackError, CommandError) as e:
         print(f"hotlap {args.command}: {e}", file=sys.stderr)
         return 2
 

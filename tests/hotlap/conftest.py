@@ -10,6 +10,7 @@ About 20 s on a 2-core machine.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -55,3 +56,11 @@ def s3_runs(trained_run: Path, s3_endpoint: str) -> str:
     upload_run(trained_run, S3Store(bucket, f"runs/{FIXTURE_RUN_ID}", s3_endpoint))
     upload_run(trained_run, S3Store(bucket, "runs/unfinished", s3_endpoint), skip=("ip/done",))
     return url
+
+
+@pytest.fixture
+def run_copy(trained_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained run that a test may write into (evaluation files, indexes)."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy, ignore=shutil.ignore_patterns("processes"))
+    return copy

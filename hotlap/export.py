@@ -114,7 +114,9 @@ def export_onnx(model: TrainedModel, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # torch 2.13's default exporter needs onnxscript; the TorchScript one is complete for these networks.
+        # The shape checks in the network's forward are constants of the trace (B is the only free axis).
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(car, examples, str(output), dynamo=False, opset_version=ONNX_OPSET, input_names=names,
                           output_names=[POLICY_OUTPUT],
                           dynamic_axes={name: {0: "batch"} for name in [*names, POLICY_OUTPUT]})

@@ -118,27 +118,20 @@ class TrainedModel:
 def load_model(store: ModelStore, version_spec: str = "last") -> TrainedModel:
     """Load a version (``best``/``last``/N) of the run in ``store`` as its workers would.
 
-    Raises StoreError (missing version, bad checksum, weights that do not fit the run's network)
-    and ConfigError (bad run files).
+    Raises StoreError (missing version, bad checksum, a version trained with another network or
+    weights that do not fit it) and ConfigError (bad run files).
     """
+    from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
+
     files = load_run_files(store)
     version = resolve_version(store, version_spec)
-    policy = build_policy(files)
-    from shared.networks import ModelFormatError, load_state_from_bytes
-
+    policy = files.build_policy()
+    model = store.load_version(version)
+    source = f"{store.url}/model/{version}"
     try:
-        load_state_from_bytes(policy, store.load_version(version).weights)
+        check_architecture(policy, model.manifest, source)
+        load_state_from_bytes(policy, model.weights)
     except ModelFormatError as e:
-        raise StoreError(f"{store.url}/model/{version}: {e}") from e
+        raise StoreError(f"{source}: {e}" if source not in str(e) else str(e)) from e
     policy.eval()
     return TrainedModel(store, files, version, policy)
-
-
-def build_policy(files: RunFiles) -> PolicyNetwork:
-    """The run's policy network with fresh weights, built from its metadata and hyperparameters."""
-    from shared.config import observation_shapes
-    from shared.networks import PolicyNetwork
-
-    metadata = files.metadata
-    return PolicyNetwork(observation_shapes(metadata.sensor, files.hyperparameters.stack_size),
-                         metadata.neural_network, metadata.action_spec())

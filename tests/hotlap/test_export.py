@@ -19,12 +19,12 @@ import torch
 from hotlap.cli import main as cli_main
 from hotlap.errors import ExportError
 from hotlap.export import POLICY_OUTPUT, car_inputs, car_observation, export
-from hotlap.models import TrainedModel, build_policy, load_model, open_run
+from hotlap.models import TrainedModel, load_model, open_run
 from hotlap.seed import seed_store
 from shared.config import Hyperparameters, ModelMetadata, RunSettings
-from shared.networks import state_to_bytes
+from shared.networks import architecture, state_to_bytes
 from shared.run_files import RunFiles
-from shared.store import ModelStore, open_store
+from shared.store import ModelStore, StoreError, open_store
 from simulator.env import EnvSettings, VectorRacingEnv
 from simulator.stacking import ObservationStack
 from simulator.track import load_track
@@ -83,7 +83,8 @@ def published_version_0(tmp_path: Path, sensors: tuple[str, ...], network: str, 
     store = ModelStore(open_store(f"file://{tmp_path / 'run'}"))
     seed_store(store, files)
     torch.manual_seed(0)
-    store.publish_version(0, state_to_bytes(build_policy(files)), {"network": network})
+    policy = files.build_policy()
+    store.publish_version(0, state_to_bytes(policy), architecture(policy))  # as the trainer's manifest has it
     return load_model(store, "last")
 
 
@@ -168,3 +169,13 @@ def test_export_the_trained_run_from_the_command_line(trained_run: Path, tmp_pat
     diff, agreement = compare(model, output, simulator_frames(model.sensors, model.stack_size))
     print(f"trained model version {model.version}: max abs diff {diff:.2e}, agreement {agreement:.4f}")
     assert diff <= MAX_ABS_DIFF and agreement >= MIN_AGREEMENT
+
+
+def test_a_version_of_another_network_is_refused_naming_it(tmp_path: Path):
+    model = published_version_0(tmp_path, ("FRONT_FACING_CAMERA",), "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW",
+                                "discrete", 1)
+    store = model.store
+    store.publish_version(1, state_to_bytes(model.policy),
+                          {**architecture(model.policy), "network": "DEEP_CONVOLUTIONAL_NETWORK_DEEP"})
+    with pytest.raises(StoreError, match="model/1 was trained with another network"):
+        load_model(store, "1")

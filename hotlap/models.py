@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.run_files import RunFiles, load_run_files
-from shared.store import CHECKPOINTS_INDEX, ModelStore, ObjectNotFound, StoreError, open_store
+from shared.store import CHECKPOINTS_INDEX, ModelStore, ObjectNotFound, StoreError
 
 if TYPE_CHECKING:  # torch is imported only when a policy is loaded
     from shared.networks import PolicyNetwork
@@ -28,16 +27,10 @@ _CHECKPOINT_NAME = re.compile(r"^(?:model/)?(\d+)(?:_Step-\d+\.ckpt)?/?$")
 
 
 def open_run(run: str, s3_endpoint_url: str | None = None) -> ModelStore:
-    """The store of a run given as a store URL or a local folder.
+    """The store of a run given as a run folder or a store URL (hotlap.runs.open_run). Raises StoreError."""
+    from hotlap.runs import open_run as open_named_run
 
-    Raises StoreError when a folder does not exist or the URL has an unknown scheme.
-    """
-    if "://" in run:
-        return ModelStore(open_store(run, s3_endpoint_url))
-    folder = Path(run).expanduser().resolve()
-    if not folder.is_dir():
-        raise StoreError(f"run {run!r}: no such folder (give a run folder, file:///path or s3://bucket/prefix)")
-    return ModelStore(open_store(f"file://{folder}"))
+    return open_named_run(run, s3_endpoint_url)[0]
 
 
 def resolve_version(store: ModelStore, spec: str) -> int:

@@ -18,10 +18,10 @@ from hotlap.models import TrainedModel, load_model, open_run, resolve_version
 from shared.config import Hyperparameters, ModelMetadata, RunSettings
 from shared.networks import ActionSpec, ActResult
 from shared.run_files import RunFiles
-from shared.store import CHECKPOINTS_INDEX, StoreError
+from shared.store import CHECKPOINTS_INDEX, TRAINING_PARAMS, S3Store, StoreError
 from simulator.env import VectorRacingEnv
 from simulator.track import load_track
-from tests.hotlap.conftest import TRAINED_TRACK, copy_store
+from tests.hotlap.conftest import upload_run
 
 EVAL_METRICS_FIELDS = {"completion_percentage", "metric_time", "start_time", "elapsed_time_in_milliseconds",
                        "episode_status", "crash_count", "immobilized_count", "off_track_count", "reversed_count",
@@ -214,7 +214,8 @@ def test_evaluate_a_trained_run_writes_what_deepracer_utils_reads(run_copy: Path
     index = json.loads((run_copy / CHECKPOINTS_INDEX).read_text())
     best = int(index["best_checkpoint"]["name"].split("/")[-1])
     result = cli_json(capsys, str(run_copy), "--version", "best", "--max-steps", "40")
-    assert result["version"] == best and result["track"] == TRAINED_TRACK
+    track = RunSettings.parse((run_copy / TRAINING_PARAMS).read_text()).track
+    assert result["version"] == best and result["track"] == track
     assert [t["start_fraction"] for t in result["trials"]] == pytest.approx([0.0, 1 / 3, 2 / 3])
     for t in result["trials"]:
         assert t["steps"] <= 40 and t["reset_count"] == t["off_track_count"] + t["immobilized_count"] \
@@ -228,7 +229,8 @@ def test_evaluate_a_trained_run_writes_what_deepracer_utils_reads(run_copy: Path
     stamp = result["simtrace"].split("/")[0].removeprefix("evaluation-")
     assert set(df["stream"]) == {stamp} and sorted(set(df["episode"])) == [0, 1, 2]
     assert len(df) == len(rows_of((run_copy / result["simtrace"]).read_text()))
-    assert log.agent_and_network()["network"] == "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW"
+    assert log.agent_and_network()["network"] == json.loads((run_copy / "model/model_metadata.json").read_text())[
+        "neural_network"]
 
 
 @trained
@@ -237,13 +239,14 @@ def test_evaluate_on_an_s3_store(trained_run: Path, s3_endpoint: str, s3_store_u
     from deepracer.logs import DeepRacerLog
     from deepracer.logs.handler import S3FileHandler
 
-    store = copy_store(open_run(str(trained_run)), s3_store_url, s3_endpoint)
+    bucket, prefix = s3_store_url.removeprefix("s3://").split("/", 1)
+    objects = S3Store(bucket, prefix, s3_endpoint)
+    upload_run(trained_run, objects)
     result = cli_json(capsys, s3_store_url, "--s3-endpoint-url", s3_endpoint, "--version", "2", "--trials", "2",
                       "--max-steps", "20", "--track", "Oval_track", "--reverse")
     assert (result["version"], result["track"], result["reverse"]) == (2, "Oval_track", True)
     assert [t["start_fraction"] for t in result["trials"]] == [0.0, 0.5]
-    assert store.objects.exists(result["metrics"]) and store.objects.exists(result["simtrace"])
-    bucket, prefix = s3_store_url.removeprefix("s3://").split("/", 1)
+    assert objects.exists(result["metrics"]) and objects.exists(result["simtrace"])
     log = DeepRacerLog(filehandler=S3FileHandler(bucket=bucket, prefix=prefix, s3_endpoint_url=s3_endpoint))
     log.load_evaluation_trace()
     assert sorted(set(log.dataframe()["episode"])) == [0, 1]
@@ -252,7 +255,7 @@ def test_evaluate_on_an_s3_store(trained_run: Path, s3_endpoint: str, s3_store_u
 @trained
 def test_versions_best_last_and_n(run_copy: Path):
     store = open_run(str(run_copy))
-    assert resolve_version(store, "last") == 2 and resolve_version(store, "1") == 1
+    assert resolve_version(store, "last") == 3 and resolve_version(store, "1") == 1  # 3 iterations
     index = json.loads((run_copy / CHECKPOINTS_INDEX).read_text())
     assert resolve_version(store, "best") == int(index["best_checkpoint"]["name"].split("/")[-1])
     (run_copy / CHECKPOINTS_INDEX).write_text(json.dumps({"best_checkpoint": {"name": "0_Step-1234.ckpt"}}))
@@ -273,9 +276,10 @@ def test_versions_best_last_and_n(run_copy: Path):
 def test_cli_reports_bad_input_without_a_traceback(run_copy: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]):
     cases = [
-        ([str(tmp_path / "nowhere")], "no such folder"),
+        ([str(tmp_path / "nowhere")], "no such run folder"),
         ([str(run_copy), "--version", "9"], "model version 9 is not in the store"),
         ([str(run_copy), "--track", "reinvent_bse"], "did you mean reinvent_base"),
+        ([str(run_copy), "--version", "best", "--max-steps", "0"], "--max-steps 0"),
         ([str(run_copy), "--trials", "0"], "--trials 0"),
         ([str(run_copy), "--video", str(tmp_path / "lap.avi")], "use .mp4 or .gif"),
     ]
@@ -289,5 +293,5 @@ def test_cli_reports_bad_input_without_a_traceback(run_copy: Path, tmp_path: Pat
 def test_evaluate_prints_a_summary_table(run_copy: Path, capsys: pytest.CaptureFixture[str]):
     assert cli_main(["evaluate", str(run_copy), "--max-steps", "15", "--no-write"]) == 0
     out = capsys.readouterr().out
-    assert "model version 2" in out and "lap time s" in out and "laps 0/3" in out
+    assert "model version 3" in out and "lap time s" in out and "/3, best lap" in out
     assert not (run_copy / "metrics" / "evaluation").exists()

@@ -81,13 +81,15 @@ def frames_of(trials: Sequence[Trial], track: Track) -> Iterator[np.ndarray]:
     background = Image.fromarray(track_map.image)
     ImageDraw.Draw(background).line(track_map.centre, fill=CENTRE_RGB, width=1)
     for trial in trials:
-        path: list[tuple[float, float]] = []
+        paths: list[list[tuple[float, float]]] = []
         for frame in trial.frames:
-            path.append(tuple(track_map.to_pixels(np.array([[frame.x, frame.y]]))[0]))
-            yield _compose(frame, trial, background, path)
+            if frame.status == "prepare" or not paths:  # a start or a reset: the path jumps, no line across
+                paths.append([])
+            paths[-1].append(tuple(track_map.to_pixels(np.array([[frame.x, frame.y]]))[0]))
+            yield _compose(frame, trial, background, paths)
 
 
-def _compose(frame: Frame, trial: Trial, background: Any, path: list[tuple[float, float]]) -> np.ndarray:
+def _compose(frame: Frame, trial: Trial, background: Any, paths: list[list[tuple[float, float]]]) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     canvas = Image.new("RGB", (FRAME_SHAPE[1], FRAME_SHAPE[0]), INFO_RGB)
@@ -95,9 +97,10 @@ def _compose(frame: Frame, trial: Trial, background: Any, path: list[tuple[float
     canvas.paste(Image.fromarray(camera).convert("RGB"), (0, 0))
     panel = background.copy()
     draw = ImageDraw.Draw(panel)
-    if len(path) > 1:
-        draw.line(path, fill=PATH_RGB, width=2)
-    cx, cy = path[-1]
+    for path in paths:
+        if len(path) > 1:
+            draw.line(path, fill=PATH_RGB, width=2)
+    cx, cy = paths[-1][-1]
     heading = math.radians(frame.heading)
     draw.line([(cx, cy), (cx + 12 * math.cos(heading), cy - 12 * math.sin(heading))], fill=CAR_RGB, width=3)
     draw.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], fill=CAR_RGB)

@@ -102,8 +102,11 @@ def train_locally(run: LocalRun, files: RunFiles) -> int:
             for proc in [trainer, *workers]:
                 proc.send_signal(signal.SIGTERM)
         codes = _wait_all(trainer, workers)
-        status = transport.status()
-        errors = transport.recent_errors()
+        try:
+            status = transport.status()
+            errors = transport.recent_errors()
+        except TransportError as e:  # e.g. a wrong password: the processes' logs say the same
+            status, errors = None, [str(e)]
     _summary(run, store, codes, status.reason if status and status.state == "failed" else "", errors,
              time.monotonic() - started)
     return 0 if all(code == 0 for code in codes) else 1

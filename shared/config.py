@@ -517,6 +517,8 @@ class ServiceConfig(BaseModel):
     s3_endpoint_url: str | None = Field(None, alias="HOTLAP_S3_ENDPOINT_URL")
     log_level: str = Field("INFO", alias="HOTLAP_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", alias="HOTLAP_LOG_FORMAT")
+    # How long a transient Redis/store outage is waited out (capped backoff) before the run fails.
+    retry_give_up_s: float = Field(300.0, gt=0.0, alias="HOTLAP_RETRY_GIVE_UP_S")
 
     @field_validator("run_id")
     @classmethod
@@ -568,6 +570,19 @@ class TrainerConfig(ServiceConfig):
     stall_timeout_s: float = Field(60.0, gt=0.0, alias="HOTLAP_STALL_TIMEOUT_S")
     seed: int = Field(0, alias="HOTLAP_SEED")
     tensorboard_dir: str | None = Field(None, alias="HOTLAP_TENSORBOARD_DIR")
+    # Checkpoint retention: the store keeps the weights of the last `keep_versions` versions plus the
+    # best one and the pinned ones, and the optimizer state of the latest only. DeepRacer keeps
+    # NUM_MODELS_TO_KEEP = 4 plus the best (deepracer-formats.md §6).
+    keep_versions: int = Field(4, ge=1, alias="HOTLAP_KEEP_VERSIONS")
+    pinned_versions: frozenset[int] = Field(frozenset(), alias="HOTLAP_PINNED_VERSIONS")
+
+    @field_validator("pinned_versions", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """`HOTLAP_PINNED_VERSIONS=3,7` (the environment is text)."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 # Observation shapes per sensor: the contract between the simulator's renderers and the networks.
@@ -577,6 +592,14 @@ SENSOR_SHAPES: dict[str, tuple[int, ...]] = {
     "STEREO_CAMERAS": (2, *CAMERA_SHAPE),
     "LIDAR": (64,),
     "SECTOR_LIDAR": (8,),
+}
+
+# Per-step dtypes of those observations: camera frames are grayscale bytes, lidar ranges floats.
+SENSOR_DTYPES: dict[str, str] = {
+    "FRONT_FACING_CAMERA": "uint8",
+    "STEREO_CAMERAS": "uint8",
+    "LIDAR": "float32",
+    "SECTOR_LIDAR": "float32",
 }
 
 

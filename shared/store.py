@@ -3,6 +3,8 @@ folder), both laid out like a DeepRacer model prefix (see docs/architecture.md).
 
 Model versions are immutable: `model/<version>/` holds the weights and a manifest with their
 sha256, written first; `model/latest.json` is written last, so a reader never sees half a model.
+Old versions are pruned as DeepRacer prunes checkpoints (`prune_versions`), strictly after the
+pointer names a newer one; a reader whose version vanished falls forward to the latest.
 """
 
 from __future__ import annotations
@@ -28,13 +30,29 @@ CHECKPOINTS_INDEX = "model/deepracer_checkpoints.json"
 EPISODE_LOG = "logs/episodes.csv"
 # rl_coach's episode CSV of the agent main_level/agent in graph multi_agent_graph (deepracer-formats.md §5.4).
 COACH_EPISODE_LOG = "logs/rl_coach/multi_agent_graph.main_level.agent_0.csv"
+ACCOUNTING_LOG = "logs/accounting.json"
 WEIGHTS_FILE = "policy.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 MANIFEST_FILE = "manifest.json"
 
 
+# S3 error codes that say "not now": throttling, timeouts, server-side trouble. Every other
+# client error (AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket, ...) is permanent.
+TRANSIENT_S3_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded",
+    "TooManyRequestsException", "RequestTimeout", "RequestTimeoutException", "InternalError",
+    "ServiceUnavailable", "PriorRequestNotComplete",
+})
+
+
 class StoreError(RuntimeError):
-    """The store could not be read or written; the message names the store URL and key."""
+    """The store could not be read or written; the message names the store URL and key.
+
+    `transient` is True when waiting may help (connection trouble, timeouts, 5xx, throttling)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class ObjectNotFound(StoreError):
@@ -56,6 +74,7 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def list_info(self, prefix: str = "") -> list[ObjectInfo]: ...
     def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalStore:
@@ -104,6 +123,16 @@ class LocalStore:
             found.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
         return found
 
+    def delete(self, key: str) -> None:
+        """Remove an object (absent is fine), and its folder once empty."""
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+            if path.parent != self.root.resolve() and not any(path.parent.iterdir()):
+                path.parent.rmdir()
+        except OSError as e:
+            raise StoreError(f"{self.url}: cannot delete {key}: {e}") from e
+
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.exists():
             return []
@@ -130,7 +159,8 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, key: str, func: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, SSLError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         try:
             return func(Bucket=self.bucket, **kwargs)
@@ -138,9 +168,14 @@ class S3Store:
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ObjectNotFound(f"{self.url}: no object {key}") from e
-            raise StoreError(f"{self.url}: cannot {what} {key}: {code} {e}") from e
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            transient = code in TRANSIENT_S3_CODES or status >= 500 or status == 429
+            raise StoreError(f"{self.url}: cannot {what} {key}: {code} {e}", transient) from e
         except BotoCoreError as e:
-            raise StoreError(f"{self.url}: cannot {what} {key}: {e}") from e
+            # Connection refused/reset and connect/read timeouts are worth waiting out; a bad
+            # certificate, missing credentials or bad parameters will not get better by waiting.
+            transient = isinstance(e, BotoConnectionError | HTTPClientError) and not isinstance(e, SSLError)
+            raise StoreError(f"{self.url}: cannot {what} {key}: {e}", transient) from e
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
@@ -168,6 +203,9 @@ class S3Store:
             return True
         except ObjectNotFound:
             return False
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self.client.delete_object, Key=self._key(key))
 
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         """Like `list`, with each object's size and modification time."""
@@ -265,6 +303,8 @@ class ModelStore:
         return version
 
     def load_version(self, version: int, with_optimizer: bool = False) -> ModelVersion:
+        """Raises ObjectNotFound when the version does not exist (or was pruned), StoreError when a
+        file does not match its manifest. The optimizer state is None where it was pruned."""
         base = f"model/{version}"
         try:
             manifest = json.loads(self.objects.get(f"{base}/{MANIFEST_FILE}"))
@@ -273,8 +313,22 @@ class ModelStore:
         weights = self._verified(base, WEIGHTS_FILE, manifest)
         optimizer = None
         if with_optimizer and OPTIMIZER_FILE in manifest.get("files", {}):
-            optimizer = self._verified(base, OPTIMIZER_FILE, manifest)
+            try:
+                optimizer = self._verified(base, OPTIMIZER_FILE, manifest)
+            except ObjectNotFound:
+                optimizer = None  # kept for the latest version only
         return ModelVersion(version, manifest, weights, optimizer)
+
+    def load_version_or_latest(self, version: int) -> ModelVersion:
+        """`version`, or the latest one when `version` was pruned meanwhile (a slow reader of an
+        old announcement). The returned ModelVersion says which version it is."""
+        try:
+            return self.load_version(version)
+        except ObjectNotFound:
+            latest = self.latest_version()
+            if latest is None or latest == version:
+                raise
+            return self.load_version(latest)
 
     def _verified(self, base: str, name: str, manifest: dict[str, Any]) -> bytes:
         data = self.objects.get(f"{base}/{name}")
@@ -284,12 +338,40 @@ class ModelStore:
         return data
 
     def list_versions(self) -> list[int]:
-        versions = set()
+        """Versions with a manifest (complete, not pruned), ascending."""
+        return sorted(v for v, names in self._version_files().items() if MANIFEST_FILE in names)
+
+    def _version_files(self) -> dict[int, set[str]]:
+        files: dict[int, set[str]] = {}
         for key in self.objects.list("model/"):
             parts = key.split("/")
-            if len(parts) == 3 and parts[1].isdigit() and parts[2] == MANIFEST_FILE:
-                versions.add(int(parts[1]))
-        return sorted(versions)
+            if len(parts) == 3 and parts[1].isdigit():
+                files.setdefault(int(parts[1]), set()).add(parts[2])
+        return files
+
+    def prune_versions(self, latest: int, keep_last: int, keep: set[int]) -> list[int]:
+        """DeepRacer's checkpoint retention (deepracer-formats.md §6: the last NUM_MODELS_TO_KEEP = 4
+        plus the best): delete every version but the last `keep_last` up to `latest` and those in
+        `keep` (the best, pinned ones), and the optimizer state of every version but `latest`.
+
+        Call it only after the pointer names `latest`: nothing it deletes is then reachable from
+        the pointer. A version's manifest goes first, so a half-deleted version is never listed
+        or loaded; leftovers of an interrupted prune are removed by the next one. Returns the
+        versions deleted.
+        """
+        kept = set(range(latest - keep_last + 1, latest + 1)) | keep
+        pruned = []
+        for version, names in sorted(self._version_files().items()):
+            if version > latest:
+                continue  # published after `latest` by someone else: not ours to judge
+            base = f"model/{version}"
+            if version not in kept:
+                for name in sorted(names, key=lambda n: n != MANIFEST_FILE):  # manifest first
+                    self.objects.delete(f"{base}/{name}")
+                pruned.append(version)
+            elif version != latest and OPTIMIZER_FILE in names:
+                self.objects.delete(f"{base}/{OPTIMIZER_FILE}")
+        return pruned
 
     # ------------------------------------------------------------ run end
 

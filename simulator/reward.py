@@ -53,10 +53,10 @@ from types import FrameType
 from typing import Any
 
 from shared.config import REWARD_TIME_LIMIT_S
+from shared.experience import REWARD_LIMIT  # DeepRacer's reward range; the trainer checks it too
 
 # The modules DeepRacer's reward validator lets a reward function import (deepracer-formats.md §1.1).
 DEEPRACER_REWARD_MODULES = ("math", "random", "numpy", "scipy", "shapely")
-REWARD_LIMIT = 1e5
 DEFAULT_TIME_LIMIT_S = REWARD_TIME_LIMIT_S  # DeepRacer validator's per-call limit
 _MAX_VALUE_REPR = 120
 log = logging.getLogger("hotlap.reward")

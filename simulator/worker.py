@@ -30,7 +30,7 @@ from shared.experience import Experience
 from shared.logs import SIMTRACE_LOGGER
 from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
-from shared.service import RunFailed, ServiceLoop, StopRequested
+from shared.service import RunFailed, ServerError, ServiceLoop, StopRequested
 from shared.store import REWARD_FUNCTION, ModelStore
 from shared.transport import RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
@@ -121,7 +121,7 @@ def load_inputs(store: ModelStore) -> RunFiles:
 
 class SimulatorWorker(ServiceLoop):
     def __init__(self, config: WorkerConfig, transport: RunTransport, store: ModelStore):
-        super().__init__(transport, log)
+        super().__init__(transport, log, config.retry_give_up_s)
         self.config = config
         self.store = store
         self.worker_index = -1
@@ -162,6 +162,8 @@ class SimulatorWorker(ServiceLoop):
         except RewardFunctionError as e:
             self.record_failure(self.config.worker_name, str(e))
             return 1
+        except ServerError as e:
+            return self.fail_on_server_error(self.config.worker_name, e)
         except RunFailed as e:
             log.error("run failed: %s", e)
             return 1
@@ -264,9 +266,10 @@ class SimulatorWorker(ServiceLoop):
         if not sync and self.active.any():
             self._ship_chunks_of_running_episodes()
         load_started = time.monotonic()
-        model = self.retrying("loading model", self.store.load_version, latest)
+        # An announced version can be pruned before a slow worker reads it: act with the latest then.
+        model = self.retrying("loading model", self.store.load_version_or_latest, latest)
         try:
-            check_architecture(self.policy, model.manifest, f"{self.store.url}/model/{latest}")
+            check_architecture(self.policy, model.manifest, f"{self.store.url}/model/{model.version}")
             load_state_from_bytes(self.policy, model.weights)
         except ModelFormatError as e:
             self.record_failure(self.config.worker_name, str(e))
@@ -277,11 +280,11 @@ class SimulatorWorker(ServiceLoop):
             self._finish_iteration()
             if isinstance(published_at, (int, float)):
                 latency = self.trainer_wait.switched(float(published_at), time.time())
-                log.info("acting with model version %d, published %.3fs ago (loading it took %.3fs)", latest,
+                log.info("acting with model version %d, published %.3fs ago (loading it took %.3fs)", model.version,
                          latency, load_s)
         else:
-            log.info("acting with model version %d", latest)
-        self.policy_version = latest
+            log.info("acting with model version %d", model.version)
+        self.policy_version = model.version
         self.next_claim_at = 0.0
 
     def _claim_episodes(self) -> None:
@@ -418,7 +421,8 @@ class SimulatorWorker(ServiceLoop):
             if self.stop_requested:
                 break
             self._sleep_waiting(STREAM_FULL_WAIT_S)
-        self.retrying("pushing experience", self.transport.push_experience, exp)
+        if self.retrying("pushing experience", self.transport.push_experience, exp) is None:
+            log.info("run over (done or failed): episode %d not sent", exp.episode)
 
     def _sleep_waiting(self, seconds: float) -> None:
         started = time.monotonic()  # measured, not assumed: a loaded machine oversleeps
@@ -478,3 +482,5 @@ class SimulatorWorker(ServiceLoop):
             self._upload_metrics()
         except StopRequested:
             log.warning("stopped before the last simtrace/metrics upload")
+        except ServerError as e:
+            log.warning("could not upload the last simtrace/metrics: %s", e)

@@ -273,3 +273,14 @@ def test_missing_hyperparameters_take_deepracer_s_code_defaults_from_one_table()
 def test_the_embedded_defaults_file_shows_the_same_values():
     shipped = json.loads(resources.files("hotlap.defaults").joinpath("hyperparameters.json").read_text())
     assert shipped == DEEPRACER_HYPERPARAMETER_DEFAULTS
+
+
+def test_retention_settings_from_the_environment():
+    from shared.config import TrainerConfig
+
+    config = TrainerConfig.from_env({"HOTLAP_STORE_URL": "/tmp/x", "HOTLAP_PINNED_VERSIONS": "3, 7"})
+    assert config.keep_versions == 4 and config.pinned_versions == {3, 7}  # DeepRacer keeps 4 + the best
+    with pytest.raises(ConfigError, match="HOTLAP_KEEP_VERSIONS"):
+        TrainerConfig.from_env({"HOTLAP_STORE_URL": "/tmp/x", "HOTLAP_KEEP_VERSIONS": "0"})
+    with pytest.raises(ConfigError, match="HOTLAP_PINNED_VERSIONS"):
+        TrainerConfig.from_env({"HOTLAP_STORE_URL": "/tmp/x", "HOTLAP_PINNED_VERSIONS": "best"})

@@ -1,11 +1,14 @@
+import contextlib
 import json
 import zlib
 
 import numpy as np
 import pytest
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from shared.experience import HEADER_FIELD, PAYLOAD_FIELD, Experience, MessageError
+from shared.experience import HEADER_FIELD, PAYLOAD_FIELD, Experience, MessageError, OversizeMessage
 
 
 def make_experience(steps: int = 5, discrete: bool = True) -> Experience:
@@ -108,3 +111,60 @@ def test_step_counts_must_agree():
     exp.values = exp.values[:3]
     with pytest.raises(MessageError, match="values"):
         Experience.decode(exp.encode())
+
+
+# ----------------------------------------------------------------------------- fuzzing the decoder
+# Whatever arrives in a stream entry, decoding returns an Experience or raises MessageError: never
+# another exception (which would crash the trainer), never a hang. Bounded, so it runs in CI.
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)
+
+
+def _decodes_or_message_error(fields: dict) -> None:
+    with contextlib.suppress(MessageError):
+        Experience.decode(fields)
+
+
+@FUZZ
+@given(header=st.binary(max_size=200), payload=st.binary(max_size=200))
+def test_fuzz_arbitrary_bytes(header: bytes, payload: bytes):
+    _decodes_or_message_error({HEADER_FIELD: header, PAYLOAD_FIELD: payload})
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_mutated_messages(data):
+    header, payload = _fields(make_experience(steps=2))
+    for _ in range(data.draw(st.integers(1, 3))):
+        if data.draw(st.booleans()):
+            header[data.draw(st.sampled_from(sorted(header)))] = data.draw(JSON_VALUES)
+        else:
+            spec = data.draw(st.sampled_from(header["arrays"])) if isinstance(header.get("arrays"), list) \
+                and header["arrays"] else None
+            if isinstance(spec, dict):
+                spec[data.draw(st.sampled_from(["name", "dtype", "shape"]))] = data.draw(JSON_VALUES)
+    payload = data.draw(st.sampled_from([payload, payload[:-3], payload + b"\x00" * 4, zlib.compress(payload, 1)]))
+    _decodes_or_message_error({HEADER_FIELD: json.dumps(header).encode(), PAYLOAD_FIELD: payload})
+
+
+def test_nested_json_header_is_a_message_error():
+    with pytest.raises(MessageError, match="JSON"):
+        Experience.decode({HEADER_FIELD: b"[" * 100_000, PAYLOAD_FIELD: b""})
+
+
+def test_huge_numbers_in_the_header_are_message_errors():
+    header, payload = _fields(make_experience(steps=2))
+    header["bootstrap_value"] = 10**400  # float() of it overflows
+    with pytest.raises(MessageError, match="bootstrap_value|wrong type"):
+        Experience.decode({HEADER_FIELD: json.dumps(header).encode(), PAYLOAD_FIELD: payload})
+
+
+def test_payload_above_the_runs_limit_is_oversize_before_decompressing():
+    fields = make_experience(steps=4).encode()
+    with pytest.raises(OversizeMessage, match="exceeds the limit of 1000"):
+        Experience.decode(fields, max_payload_bytes=1000)

@@ -220,7 +220,7 @@ class TrainerService(ServiceLoop):
     def _load_checkpoint_index(self) -> None:
         """The best version so far survives a restart (and so is never pruned)."""
         try:
-            index = json.loads(self.store.get_text(CHECKPOINTS_INDEX))
+            index = json.loads(self.retrying("reading the checkpoint index", self.store.get_text, CHECKPOINTS_INDEX))
         except (ObjectNotFound, json.JSONDecodeError):
             return
         best = index.get("best_checkpoint") if isinstance(index, dict) else None

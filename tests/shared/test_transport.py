@@ -208,4 +208,4 @@ def test_reissued_tickets_are_counted(transport: RunTransport):
 
 def test_the_redis_url_in_messages_has_no_password(redis_url: str):
     transport = RunTransport.from_url(redis_url.replace("redis://", "redis://:hunter2@"), "x")
-    assert "hunter2" not in transport.url and ":***@" in transport.url
+    assert "hunter2" not in transport.url and "***@" in transport.url

@@ -67,7 +67,12 @@ class Stack:
         return self.procs[name]
 
     def log(self, name: str) -> str:
-        return (self.tmp_path / f"{name}.log").read_text()[-3000:]
+        """The tail of a process's output, for failure messages."""
+        return self.text(name)[-3000:]
+
+    def text(self, name: str) -> str:
+        """All of a process's output (the trainer's rl_coach lines push other lines out of any tail)."""
+        return (self.tmp_path / f"{name}.log").read_text()
 
     def wait_for_version(self, version: int) -> None:
         deadline = time.monotonic() + TIMEOUT_S
@@ -127,7 +132,7 @@ def test_trainer_restart_resumes_from_the_latest_version(stack: Stack):
     stack.start("trainer", "trainer")  # resumes: weights, optimizer and unacked experience
     stack.wait_all(["trainer", "w0", "w1"])
     assert_finished_run(stack.store)
-    assert "resuming from model version" in stack.log("trainer")
+    assert "resuming from model version" in stack.text("trainer")
     assert_coach_csv_matches_the_episode_log(stack.store)  # resumed: no row lost or counted twice
     assert_accounting_adds_up(stack.store, stack.transport, consumed=None)  # a kill between publish and ack
 
@@ -140,7 +145,7 @@ def test_sigterm_stops_a_worker_gracefully(stack: Stack):
     stack.wait_for_version(1)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
-    assert "signal 15: finishing the current step" in stack.log("w1")
+    assert "signal 15: finishing the current step" in stack.text("w1")
     stack.wait_all(["trainer", "w0"])
     assert_finished_run(stack.store, versions_per_worker=1)
     assert_accounting_adds_up(stack.store, stack.transport)
@@ -183,7 +188,7 @@ def test_redis_restart_mid_run(tmp_path: Path, run_id: str):
             with own_redis(redis_dir, port):
                 s.wait_all(["trainer", "w0", "w1"])
                 assert_finished_run(s.store)
-                assert "retrying" in s.log("trainer") + s.log("w0") + s.log("w1")
+                assert "retrying" in s.text("trainer") + s.text("w0") + s.text("w1")
                 assert_accounting_adds_up(s.store, s.transport)
         finally:
             s.kill_all()
@@ -220,7 +225,7 @@ def test_tickets_of_a_dead_worker_are_played_by_an_idle_worker(stack: Stack):
     stack.start("w0", "simulator")
     stack.wait_all(["trainer", "w0"])
     assert_finished_run(stack.store)
-    assert "reissuing" in stack.log("trainer")
+    assert "reissuing" in stack.text("trainer")
     counts = assert_accounting_adds_up(stack.store, stack.transport)
     assert counts["reissued"] == EPISODES_PER_ITERATION
 
@@ -274,7 +279,7 @@ def test_poison_is_dropped_counted_and_logged_once_per_kind(stack: Stack):
     assert_finished_run(stack.store)
     counts = assert_accounting_adds_up(stack.store, stack.transport)
     assert (counts["dropped_corrupt"], counts["dropped_oversize"], counts["dropped_invalid"]) == (2, 2, 6)
-    log = (stack.tmp_path / "trainer.log").read_text()
+    log = stack.text("trainer")
     for reason in ("corrupt", "oversize", "invalid"):
         assert log.count(f"dropping {reason} experience") == 1, log
     assert "NaN or inf" in log or "action index 7" in log or "FRONT_FACING_CAMERA" in log
@@ -331,7 +336,7 @@ def test_retention_bounds_disk_across_a_trainer_restart(tmp_path: Path, redis_ur
     finally:
         stack.kill_all()
     assert stack.store.latest_version() == 12 and stack.store.is_done()
-    assert "resuming from model version" in stack.log("trainer")
+    assert "resuming from model version" in stack.text("trainer")
     objects = stack.store.objects.list("model/")
     with_weights = sorted(int(k.split("/")[1]) for k in objects if k.endswith("/policy.safetensors"))
     best = int(json.loads(stack.store.get_text("model/deepracer_checkpoints.json"))["best_checkpoint"]["name"]

@@ -8,6 +8,8 @@ Every delivery is either admitted or dropped with one of `shared.transport.DROP_
             action indexes, NaN/inf, rewards outside DeepRacer's [-1e5, 1e5], another run's id);
 - stale:    played with a model version the trainer no longer trains on.
 
+(The trainer adds `over_cap` for admitted episodes past DeepRacer's per-iteration step cap.)
+
 `screen` is pure (no Redis, no logging), so the fuzz tests can throw anything at it; the trainer
 service acknowledges and counts each drop and logs the first drop of each reason.
 """

@@ -194,7 +194,7 @@ def test_accounting_counts_every_message_once(transport: RunTransport):
     assert transport.read_experience("trainer", count=10, pending_after=b"0") == []  # nothing left pending
     counts = transport.accounting()
     assert counts == {"produced": 5, "consumed": 2, "dropped_stale": 2, "dropped_corrupt": 0,
-                      "dropped_oversize": 0, "dropped_invalid": 1, "reissued": 0}
+                      "dropped_oversize": 0, "dropped_invalid": 1, "dropped_over_cap": 0, "reissued": 0}
 
 
 def test_reissued_tickets_are_counted(transport: RunTransport):

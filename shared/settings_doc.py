@@ -135,6 +135,8 @@ def default_text(field: FieldInfo) -> str:
         return "(unset)"
     if isinstance(field.default, bool):
         return "true" if field.default else "false"
+    if isinstance(field.default, frozenset | set | tuple | list):  # as the variable is written: comma-separated
+        return ",".join(str(v) for v in sorted(field.default)) or "(none)"
     return str(field.default)
 
 

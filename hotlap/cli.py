@@ -275,7 +275,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from hotlap.export import export
+    from hotlap.export import check_format, export
+
+    check_format(args.format)  # before loading anything
     from hotlap.models import load_model, open_run
 
     model = load_model(open_run(args.run, args.s3_endpoint_url), args.version)
@@ -323,7 +325,9 @@ def _add_evaluate_parser(commands: Any, env: Mapping[str, str]) -> None:
 def _add_export_parser(commands: Any, env: Mapping[str, str]) -> None:
     export = commands.add_parser("export", help="write a model's policy for other tools (ONNX)")
     _add_model_options(export, env)
-    export.add_argument("--format", required=True, help="onnx (inputs and outputs as DeepRacer's car uses them)")
+    export.add_argument("--format", required=True,
+                        help="onnx (inputs and outputs as DeepRacer's car uses them); car: the .tar.gz a physical "
+                             "DeepRacer car loads (pip install 'hotlap[car]'); droa: refused, see docs/export.md")
     export.add_argument("--output", type=Path, help="file to write (default: <run>-v<version>.<format>)")
     export.set_defaults(func=cmd_export)
 

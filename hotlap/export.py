@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from hotlap.errors import ExportError
+from hotlap.export_car import export_car_model
 from hotlap.models import TrainedModel
 from shared.networks import PolicyNetwork
 
@@ -135,9 +136,25 @@ def export_onnx(model: TrainedModel, output: Path) -> Path:
     return output
 
 
+DROA_REFUSAL = (
+    "--format droa: DeepRacer on AWS imports only a full rl_coach TensorFlow checkpoint (.coach_checkpoint, "
+    ".index, .data, .meta with rl_coach's variable names), which its validator restores into rl_coach's own "
+    "graph; hotlap trains in PyTorch, has no rl_coach graph to save from and nothing here can check that an "
+    "import would pass, so it does not write one (deepracer-formats.md §12; docs/export.md). "
+    "For a physical car use --format car"
+)
+
 Exporter = Callable[[TrainedModel, Path], Path]
-EXPORTERS: dict[str, Exporter] = {"onnx": export_onnx}
-SUFFIXES = {"onnx": ".onnx"}
+EXPORTERS: dict[str, Exporter] = {"onnx": export_onnx, "car": export_car_model}
+SUFFIXES = {"onnx": ".onnx", "car": "-car.tar.gz"}
+
+
+def check_format(fmt: str) -> None:
+    """Raise ExportError for ``droa`` (with the reason) or an unknown format, before any model is loaded."""
+    if fmt == "droa":
+        raise ExportError(DROA_REFUSAL)
+    if fmt not in EXPORTERS:
+        raise ExportError(f"--format {fmt!r}: unknown; available: {', '.join(EXPORTERS)}")
 
 
 def default_output(model: TrainedModel, fmt: str) -> Path:

@@ -97,6 +97,7 @@ def _tf() -> Any:
         import tensorflow as tf
     except ImportError as e:
         raise CarExportError(CAR_INSTALL_HINT) from e
+    tf.get_logger().setLevel("ERROR")  # tf.compat.v1's "designed for TensorFlow v1" notices are the point here
     return tf.compat.v1
 
 

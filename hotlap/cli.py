@@ -15,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from hotlap.errors import CommandError, EvaluationError
 from hotlap.seed import SeedError, UserFiles, prepare_run_files, seed_store
-from shared.config import ConfigError, RunSettings, ServiceConfig
+from shared.config import ConfigError, RunSettings, ServiceConfig, _problems_from
 from shared.run_files import RunFiles
 from shared.store import ModelStore, StoreError, open_store
 from simulator.track import Track, TrackError
@@ -55,6 +57,16 @@ def _add_run_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
                      help="sync: DeepRacer's on-policy iterations; async: workers never wait (bounded staleness)")
     run.add_argument("--workers", type=int, default=_int_or_none(env.get("HOTLAP_WORKERS")) or 1,
                      help="simulator worker processes")
+    run.add_argument("--best-model-metric", choices=("progress", "reward", "laptime"),
+                     default=env.get("HOTLAP_BEST_MODEL_METRIC") or None,
+                     help="DeepRacer's BEST_MODEL_METRIC: how model/deepracer_checkpoints.json ranks versions by "
+                          "their evaluation episodes (default progress; laptime: lower is better)")
+    run.add_argument("--min-eval-trials", type=int, default=_int_or_none(env.get("HOTLAP_MIN_EVAL_TRIALS")),
+                     help="DeepRacer's MIN_EVAL_TRIALS: greedy evaluation episodes worker 0 drives with each "
+                          "version (default 5; 0: no evaluation)")
+    run.add_argument("--pretrained", default=env.get("HOTLAP_PRETRAINED") or None, metavar="RUN[@VERSION]",
+                     help="clone: start from another run's weights (a run folder or store URL, file://… or "
+                          "s3://…; VERSION a number, best or last (default)); same sensors and network required")
 
 
 def _settings_from(args: argparse.Namespace) -> RunSettings:
@@ -64,14 +76,27 @@ def _settings_from(args: argparse.Namespace) -> RunSettings:
         values["max_steps_per_episode"] = args.max_steps
     if args.cars_per_worker is not None:
         values["cars_per_worker"] = args.cars_per_worker
-    return RunSettings.model_validate(values)
+    if args.best_model_metric is not None:
+        values["best_model_metric"] = args.best_model_metric
+    if args.min_eval_trials is not None:
+        values["min_eval_trials"] = args.min_eval_trials
+    try:
+        return RunSettings.model_validate(values)
+    except ValidationError as e:
+        raise SeedError(str(ConfigError("run settings (command-line options)", _problems_from(e)))) from e
 
 
 def _prepare(args: argparse.Namespace) -> RunFiles:
     explicit = UserFiles(args.reward_function, args.model_metadata, args.hyperparameters)
     files = UserFiles.from_folder(args.custom_files).merged(explicit)
-    return prepare_run_files(files, _settings_from(args), max_iterations=args.max_iterations,
-                             episodes_per_iteration=args.episodes_per_iteration)
+    run_files = prepare_run_files(files, _settings_from(args), max_iterations=args.max_iterations,
+                                  episodes_per_iteration=args.episodes_per_iteration)
+    if args.pretrained:
+        from hotlap.clone import with_pretrained
+
+        run_files = with_pretrained(run_files, args.pretrained, getattr(args, "s3_endpoint_url", None)
+                                    or os.environ.get("HOTLAP_S3_ENDPOINT_URL"))
+    return run_files
 
 
 def cmd_seed(args: argparse.Namespace) -> int:

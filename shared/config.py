@@ -465,7 +465,14 @@ class RunSettings(BaseModel):
     change_start_position: bool = Field(True, alias="CHANGE_START_POSITION")
     round_robin_advance: float = Field(0.05, ge=0.0, lt=1.0, alias="ROUND_ROBIN_ADVANCE_DIST")
     start_position_offset: float = Field(0.0, ge=0.0, lt=1.0, alias="START_POSITION_OFFSET")
-    best_model_metric: Literal["progress", "reward"] = Field("progress", alias="BEST_MODEL_METRIC")
+    # DeepRacer's model picker (deepracer-formats.md §4.1-4.2): worker 0 drives MIN_EVAL_TRIALS greedy
+    # evaluation episodes of each version; BEST_MODEL_METRIC ranks versions by their mean
+    # (progress, reward: higher is better; laptime: lower, an unfinished lap counting 999999 ms).
+    best_model_metric: Literal["progress", "reward", "laptime"] = Field("progress", alias="BEST_MODEL_METRIC")
+    min_eval_trials: int = Field(5, ge=0, le=100, alias="MIN_EVAL_TRIALS")  # 0: no evaluation
+    # Clone (deepracer-formats.md §3.1 pretrained_s3_*): "<run store URL>@<version>" whose weights are
+    # version 0 of this run; the seed copies them into the store (shared.store.PRETRAINED_WEIGHTS).
+    pretrained: str | None = Field(None, alias="PRETRAINED_MODEL")
     num_workers: int = Field(1, ge=1, alias="NUM_WORKERS")
     max_iterations: int = Field(1000, ge=1, alias="MAX_ITERATIONS")
     max_steps_per_episode: int = Field(10000, ge=2, alias="MAX_STEPS_PER_EPISODE")

@@ -86,7 +86,8 @@ def training_metrics_key(worker_index: int) -> str:
 
 
 class TrainingMetrics:
-    """One worker's TrainingMetrics.json: one record per training episode, in episode order.
+    """One worker's TrainingMetrics.json: one record per training episode, in episode order, and
+    worker 0's evaluation episodes (:meth:`add_evaluation`).
 
     DeepRacer drives one car per simulator, so its records come in the order its episodes start,
     numbered 1, 2, ..., and ``metric_time`` (sim ms at the episode's end) only grows
@@ -131,8 +132,17 @@ class TrainingMetrics:
             self._write(episode, self.pending.pop(episode))
             self.next_episode = episode + 1
 
-    def _write(self, episode: int, ended: dict[str, Any]) -> None:
-        self.trial += 1
+    def add_evaluation(self, *, reward: float, elapsed_ms: int, progress: float, status: str) -> None:
+        """Record an evaluation episode (``phase: "evaluation"``) after the training episodes written
+        so far. As DeepRacer's worker 0 does (deepracer-formats.md §4.1), it repeats the last training
+        record's ``episode`` and ``trial`` and does not count as a training episode. The worker runs
+        evaluation only once its training episodes of the version have ended, so none is pending."""
+        self._write(self.next_episode - 1, {"reward": reward, "elapsed_ms": elapsed_ms, "progress": progress,
+                                            "status": status}, phase="evaluation")
+
+    def _write(self, episode: int, ended: dict[str, Any], phase: str = "training") -> None:
+        if phase == "training":
+            self.trial += 1
         start_ms = self.clock_ms
         self.clock_ms += ended["elapsed_ms"]
         self.records.append({
@@ -142,7 +152,7 @@ class TrainingMetrics:
             "elapsed_time_in_milliseconds": ended["elapsed_ms"],
             "episode": episode + 1,
             "trial": self.trial,
-            "phase": "training",
+            "phase": phase,
             "completion_percentage": int(ended["progress"]),
             "episode_status": STATUS_LABELS.get(ended["status"], ended["status"]),
         })

@@ -66,6 +66,11 @@ class RunKeys:
         return f"{self.prefix}:accounting"
 
     @property
+    def evaluations(self) -> str:
+        """Hash version -> JSON list of the evaluation episodes worker 0 drove with that version."""
+        return f"{self.prefix}:evaluations"
+
+    @property
     def errors(self) -> str:
         """List of recent error reports (reward function errors, corrupt messages) for the user."""
         return f"{self.prefix}:errors"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings, observation_shapes
 from shared.store import (
     HYPERPARAMETERS,
     MODEL_METADATA,
+    PRETRAINED_MANIFEST,
+    PRETRAINED_WEIGHTS,
     REWARD_FUNCTION,
     TRAINING_PARAMS,
     ModelStore,
@@ -21,6 +24,16 @@ if TYPE_CHECKING:  # networks imports torch; seeding a run does not need it
 
 
 @dataclass(frozen=True)
+class PretrainedModel:
+    """A clone's starting point: another run's version, copied into the new run's store by the seed
+    (PRETRAINED_WEIGHTS / PRETRAINED_MANIFEST) and published by the trainer as version 0."""
+
+    source: str  # "<run>@<version>", as training_params.yaml's PRETRAINED_MODEL records it
+    weights: bytes  # safetensors, as the source version stored them
+    manifest: dict[str, Any] = field(default_factory=dict)  # the source version's manifest (sha256 included)
+
+
+@dataclass(frozen=True)
 class RunFiles:
     settings: RunSettings
     metadata: ModelMetadata
@@ -29,6 +42,8 @@ class RunFiles:
     # The bytes of a track given as a .npy file (settings.track_file names it in the store);
     # None for a packaged DeepRacer track.
     track_npy: bytes | None = None
+    # Only when seeding a clone (hotlap/clone.py); the trainer reads the copy from the store.
+    pretrained: PretrainedModel | None = None
 
     def build_policy(self) -> PolicyNetwork:
         return build_policy(self.metadata, self.hyperparameters)
@@ -80,5 +95,8 @@ def save_run_files(store: ModelStore, files: RunFiles) -> None:
         if files.settings.track_file is None:
             raise ValueError("RunFiles.track_npy is set but settings.track_file names no key for it")
         store.objects.put(files.settings.track_file, files.track_npy)
+    if files.pretrained is not None:
+        store.objects.put(PRETRAINED_WEIGHTS, files.pretrained.weights)
+        store.put_text(PRETRAINED_MANIFEST, json.dumps(files.pretrained.manifest, indent=2))
     store.put_text(TRAINING_PARAMS, files.settings.to_yaml())
     store.put_text(MODEL_METADATA, files.metadata.to_json())

@@ -31,6 +31,10 @@ EPISODE_LOG = "logs/episodes.csv"
 # rl_coach's episode CSV of the agent main_level/agent in graph multi_agent_graph (deepracer-formats.md §5.4).
 COACH_EPISODE_LOG = "logs/rl_coach/multi_agent_graph.main_level.agent_0.csv"
 ACCOUNTING_LOG = "logs/accounting.json"
+# A cloned run's starting weights, copied in by the seed (hotlap/clone.py): the trainer publishes
+# them as version 0. Outside model/ so they are never taken for a version.
+PRETRAINED_WEIGHTS = "pretrained/policy.safetensors"
+PRETRAINED_MANIFEST = "pretrained/manifest.json"
 WEIGHTS_FILE = "policy.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 MANIFEST_FILE = "manifest.json"

@@ -362,6 +362,18 @@ class RunTransport:
     def progress(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.client.hgetall(self.keys.progress).items()}
 
+    # ------------------------------------------------------------ evaluation (worker 0 -> trainer)
+
+    @_wrap_errors
+    def report_evaluation(self, version: int, episodes_json: str) -> None:
+        """Worker 0's evaluation episodes of ``version`` (a JSON list, shared.evaluation)."""
+        self.client.hset(self.keys.evaluations, str(version), episodes_json)
+
+    @_wrap_errors
+    def evaluations(self) -> dict[int, str]:
+        """Every reported evaluation: version -> the JSON list of its episodes."""
+        return {int(k): v.decode() for k, v in self.client.hgetall(self.keys.evaluations).items()}
+
     @_wrap_errors
     def report_error(self, source: str, message: str, keep: int = 50) -> None:
         pipe = self.client.pipeline()

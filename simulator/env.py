@@ -194,11 +194,28 @@ class VectorRacingEnv:
         self._sim_time[:] = 0.0
 
     # ------------------------------------------------------------------ reset
-    def reset(self, car_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Start a new episode for ``car_ids`` (default: all cars); returns obs of ALL cars (K, ...)."""
+    def reset(self, car_ids: np.ndarray | None = None,
+              start_fraction: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Start a new episode for ``car_ids`` (default: all cars); returns obs of ALL cars (K, ...).
+
+        ``start_fraction`` (one per car id, fractions of the lap after ``start_offset``) places the
+        cars there instead of at their round-robin starts, without advancing the round robin (the
+        worker's evaluation trials); open tracks still start at ``start_offset``.
+        """
         ids = self._car_index(car_ids)
-        self._episode[ids] += 1
-        self._start_distance[ids] = self._start_fraction(ids) * self.track.length
+        if start_fraction is None:
+            self._episode[ids] += 1
+            fraction = self._start_fraction(ids)
+        else:
+            given = np.asarray(start_fraction, dtype=np.float64).reshape(-1)
+            if given.size != np.asarray(car_ids).size or ids.size != given.size:
+                raise ValueError(f"start_fraction needs one value per distinct car id, got {given.size} "
+                                 f"for {ids.size} car(s)")
+            order = np.argsort(np.asarray(car_ids, dtype=np.int64).reshape(-1), kind="stable")
+            self._episode[ids] = np.maximum(self._episode[ids], 0)
+            fraction = (np.mod(self.settings.start_offset + given[order], 1.0) if self.track.closed
+                        else np.full(ids.size, min(max(self.settings.start_offset, 0.0), 1.0)))
+        self._start_distance[ids] = fraction * self.track.length
         points, heading = self.track.pose_at(self._start_distance[ids])
         self.cars.place(ids, points[:, 0], points[:, 1], heading)
         self._phase[ids] = _PREPARE

@@ -26,6 +26,7 @@ from shared.deepracer_logs import (
     simtrace_key,
     training_metrics_key,
 )
+from shared.evaluation import EvalEpisode, episodes_to_json, eval_metric, eval_start_fractions
 from shared.experience import Experience
 from shared.logs import SIMTRACE_LOGGER
 from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
@@ -230,6 +231,13 @@ class SimulatorWorker(ServiceLoop):
         self.obs = self.stack.reset(self.env.reset())
         self.car_sim_time = np.zeros(num_cars)
         self.metrics = TrainingMetrics(settings.best_model_metric)
+        # Evaluation (DeepRacer's model picker, deepracer-formats.md §4, §7.4): worker 0 drives
+        # MIN_EVAL_TRIALS greedy episodes of each version once its training episodes of it are over.
+        self.evaluator = self.worker_index == 0 and settings.min_eval_trials > 0
+        self.evaluating = np.zeros(num_cars, dtype=bool)  # cars in an evaluation episode
+        self.eval_due = False  # this version's training share is over: evaluate before moving on
+        self.eval_started = 0
+        self.eval_results: list[EvalEpisode] = []
         log.info("worker %s (index %d): %d car(s) on %s, sensors %s, schedule %s", self.config.worker_name,
                  self.worker_index, num_cars, track.name, ",".join(inputs.metadata.sensor), settings.schedule)
 
@@ -260,6 +268,9 @@ class SimulatorWorker(ServiceLoop):
     def _refresh_policy(self, latest: int | None) -> None:
         if latest is None or latest == self.policy_version:
             return
+        if self._evaluation_pending():
+            self.eval_due = True  # the run moved on: evaluate this version before taking the next
+            return
         sync = self.inputs.settings.schedule == "sync"
         if sync and self.active.any():
             return  # finish the episodes of this version first; only whole episodes are on-policy
@@ -286,10 +297,23 @@ class SimulatorWorker(ServiceLoop):
             log.info("acting with model version %d", model.version)
         self.policy_version = model.version
         self.next_claim_at = 0.0
+        # sync: worker 0 evaluates once the version's quota is used up (while the trainer trains);
+        # async has no quota, so it evaluates each version first, then trains with it
+        self.eval_due, self.eval_started, self.eval_results = self.evaluator and not sync, 0, []
+
+    def _evaluation_pending(self) -> bool:
+        """Worker 0 has a version whose evaluation episodes are not all done."""
+        return (self.evaluator and self.policy_version >= 0
+                and len(self.eval_results) < self.inputs.settings.min_eval_trials)
 
     def _claim_episodes(self) -> None:
         idle = np.flatnonzero(~self.active)
         if idle.size == 0 or self.policy_version < 0:
+            return
+        if self.policy_version >= self.inputs.settings.max_iterations:
+            self.eval_due = self.evaluator  # the last version trains nothing: only its evaluation is left
+        if self.eval_due and self._evaluation_pending():
+            self._start_evaluations(idle)
             return
         if self.inputs.settings.schedule == "async":
             self._start_episodes(idle)
@@ -302,11 +326,32 @@ class SimulatorWorker(ServiceLoop):
             if ticket <= 0:
                 # Quota used up. Ask again now and then: the trainer re-issues the tickets of
                 # episodes whose worker died, and a stopping worker hands its tickets back.
+                # Worker 0 evaluates the version now, while the trainer trains on its episodes.
                 self.next_claim_at = time.monotonic() + TICKET_RETRY_S
+                self.eval_due = self.evaluator
                 break
             claimed.append(car)
         if claimed:
             self._start_episodes(np.array(claimed))
+
+    def _start_evaluations(self, idle: np.ndarray) -> None:
+        """Start the version's remaining evaluation trials on idle cars, once no car of this worker
+        is in a training episode (its metrics records stay in DeepRacer's order: training, then
+        evaluation). Trial i starts at i/MIN_EVAL_TRIALS of the lap. Evaluation episodes claim no
+        ticket and are never sent to the trainer: they are not training experience."""
+        if (self.active & ~self.evaluating).any() or not self._evaluation_pending():
+            return
+        trials = self.inputs.settings.min_eval_trials
+        cars = idle[:trials - self.eval_started]
+        if cars.size == 0:
+            return
+        fractions = eval_start_fractions(trials)[self.eval_started:self.eval_started + cars.size]
+        self.obs = self.stack.reset(self.env.reset(car_ids=cars, start_fraction=np.array(fractions)), cars)
+        self.active[cars] = True
+        self.evaluating[cars] = True
+        for car in cars:
+            self.episodes[car] = CarEpisode(start_sim_time=float(self.car_sim_time[car]), number=-1)
+        self.eval_started += int(cars.size)
 
     def _start_episodes(self, cars: np.ndarray) -> None:
         self.active[cars] = True
@@ -317,21 +362,28 @@ class SimulatorWorker(ServiceLoop):
 
     def _step_cars(self) -> StepResult:
         cars = np.flatnonzero(self.active)
-        epsilon = None
-        if self.exploration is not None:
-            epsilon = self.exploration.epsilon(self.exploration_steps[cars])
-            self.exploration_steps[cars] += 1
-        # inference for active cars only
-        act = self.policy.act({name: arr[cars] for name, arr in self.obs.items()}, epsilon=epsilon)
+        training = cars[~self.evaluating[cars]]
         # float64 end to end: params, simtrace and metrics carry the action space's numbers exactly
         steering = np.zeros(self.num_cars, np.float64)
         speed = np.zeros(self.num_cars, np.float64)
-        steering[cars], speed[cars] = act.steering_deg, act.speed
-        actions = np.zeros((self.num_cars, *act.action.shape[1:]), act.action.dtype)
-        actions[cars] = act.action
-        for i, car in enumerate(cars):
-            car_obs = {name: arr[car] for name, arr in self.obs.items()}
-            self.episodes[car].add(car_obs, actions[car].copy(), float(act.log_prob[i]), float(act.value[i]))
+        # an action index per car (discrete) or the normalised (steering, speed) pair (continuous)
+        actions = (np.zeros(self.num_cars, np.int64) if self.discrete else np.zeros((self.num_cars, 2), np.float32))
+        if training.size:
+            epsilon = None
+            if self.exploration is not None:
+                epsilon = self.exploration.epsilon(self.exploration_steps[training])
+                self.exploration_steps[training] += 1
+            # inference for active cars only
+            act = self.policy.act({name: arr[training] for name, arr in self.obs.items()}, epsilon=epsilon)
+            steering[training], speed[training], actions[training] = act.steering_deg, act.speed, act.action
+            for i, car in enumerate(training):
+                car_obs = {name: arr[car] for name, arr in self.obs.items()}
+                self.episodes[car].add(car_obs, actions[car].copy(), float(act.log_prob[i]), float(act.value[i]))
+        evaluating = cars[self.evaluating[cars]]
+        if evaluating.size:  # greedy, as DeepRacer's evaluation phase
+            greedy = self.policy.act({name: arr[evaluating] for name, arr in self.obs.items()}, deterministic=True)
+            steering[evaluating], speed[evaluating], actions[evaluating] = greedy.steering_deg, greedy.speed, \
+                greedy.action
         with hang_guard(self.inputs.settings.reward_time_limit_s * len(cars) + 5.0):
             result = self.env.step(steering, speed, self.active)
         self._record_steps(result, actions)
@@ -344,6 +396,8 @@ class SimulatorWorker(ServiceLoop):
         for car in np.flatnonzero(self.active):
             self.episodes[car].rewards.append(float(result.reward[car]))
             self.car_sim_time[car] = result.sim_time[car]
+            if self.evaluating[car]:
+                continue  # DeepRacer's simtrace and SIM_TRACE_LOG hold training steps only
             action_label = (str(int(actions[car])) if self.discrete else
                             continuous_action_label(float(result.steering_angle[car]), float(result.speed[car])))
             row = SimtraceRow(
@@ -364,17 +418,41 @@ class SimulatorWorker(ServiceLoop):
         finished = np.flatnonzero(self.active & result.done)
         if finished.size == 0:
             return
-        bootstrap = self.policy.value({n: a[finished] for n, a in self.obs.items()})
-        for i, car in enumerate(finished):
-            terminated = bool(result.terminated[car])
-            self._ship(int(car), terminated, 0.0 if terminated else float(bootstrap[i]),
-                       status=str(result.status[car]), progress=float(result.progress[car]))
-            self.active[car] = False
+        training = finished[~self.evaluating[finished]]
+        if training.size:
+            bootstrap = self.policy.value({n: a[training] for n, a in self.obs.items()})
+            for i, car in enumerate(training):
+                terminated = bool(result.terminated[car])
+                self._ship(int(car), terminated, 0.0 if terminated else float(bootstrap[i]),
+                           status=str(result.status[car]), progress=float(result.progress[car]))
+        for car in finished[self.evaluating[finished]]:
+            self._end_evaluation(int(car), status=str(result.status[car]), progress=float(result.progress[car]))
+        self.active[finished] = False
+        self.evaluating[finished] = False
         self.obs = self.stack.reset(self.env.reset(car_ids=finished), finished)
+
+    def _end_evaluation(self, car: int, status: str, progress: float) -> None:
+        """Record one evaluation episode; with the version's last one, report them to the trainer."""
+        episode = self.episodes[car]
+        elapsed_ms = int(round(float(self.car_sim_time[car]) * 1000)) - int(round(episode.start_sim_time * 1000))
+        result = EvalEpisode(progress=progress, reward=sum(episode.rewards), elapsed_ms=elapsed_ms, status=status)
+        self.eval_results.append(result)
+        self.metrics.add_evaluation(reward=result.reward, elapsed_ms=elapsed_ms, progress=progress, status=status)
+        trials = self.inputs.settings.min_eval_trials
+        if len(self.eval_results) < trials:
+            return
+        laps = sum(e.progress >= 100.0 for e in self.eval_results)
+        log.info("evaluation of model version %d: %d trial(s), progress %.1f%%, %d lap(s), reward %.2f, "
+                 "%s %.6g", self.policy_version, trials, eval_metric(self.eval_results, "progress"), laps,
+                 eval_metric(self.eval_results, "reward"), self.inputs.settings.best_model_metric,
+                 eval_metric(self.eval_results, self.inputs.settings.best_model_metric))
+        self.retrying("reporting evaluation", self.transport.report_evaluation, self.policy_version,
+                       episodes_to_json(self.eval_results))
+        self._upload_metrics()
 
     def _ship_chunks_of_running_episodes(self) -> None:
         """Async schedule: cut running episodes at a version change so every chunk has one version."""
-        running = np.flatnonzero(self.active)
+        running = np.flatnonzero(self.active & ~self.evaluating)
         values = self.policy.value({n: a[running] for n, a in self.obs.items()})
         for i, car in enumerate(running):
             if len(self.episodes[car]):
@@ -473,7 +551,7 @@ class SimulatorWorker(ServiceLoop):
         if not hasattr(self, "active"):  # set-up never finished: nothing played, nothing to flush
             return
         try:
-            unfinished = int(self.active.sum())
+            unfinished = int((self.active & ~self.evaluating).sum())
             if unfinished and self.inputs.settings.schedule == "sync":
                 # Let the other workers play these episodes now instead of after the trainer's stall timeout.
                 self.retrying("releasing tickets", self.transport.release_tickets, self.policy_version, unfinished)

@@ -29,6 +29,7 @@ import torch
 
 from shared.config import ConfigError, TrainerConfig, max_steps_per_iteration
 from shared.deepracer_logs import EPISODE_LOG_COLUMNS, episode_log_csv
+from shared.evaluation import CheckpointIndex, EvaluationError, episodes_from_json, eval_metric
 from shared.experience import Experience
 from shared.networks import ModelFormatError, architecture, check_architecture, load_state_from_bytes, state_to_bytes
 from shared.run_files import RunFiles, load_run_files
@@ -39,9 +40,13 @@ from shared.store import (
     COACH_EPISODE_LOG,
     EPISODE_LOG,
     HYPERPARAMETERS,
+    PRETRAINED_MANIFEST,
+    PRETRAINED_WEIGHTS,
+    WEIGHTS_FILE,
     ModelStore,
     ObjectNotFound,
     StoreError,
+    sha256,
 )
 from shared.transport import RunTransport, TransportError
 from trainer.coach_log import CoachLog
@@ -56,6 +61,7 @@ READ_BATCH = 16
 WAITING_LOG_EVERY_S = 15.0
 HEARTBEAT_EVERY_S = 5.0
 STEPS_COLUMN = EPISODE_LOG_COLUMNS.index("steps")
+EVALUATION_POLL_S = 1.0
 
 
 @dataclass
@@ -102,7 +108,8 @@ class TrainerService(ServiceLoop):
         self.store = store
         self.device = resolve_device(config.device)
         self.episode_rows: list[tuple[Any, ...]] = []
-        self.best: dict[str, Any] | None = None
+        self.last_evaluation_poll = float("-inf")
+        self.evaluator_silent = False  # an evaluation timed out: stop waiting until one arrives
         # After a restart, first re-read what the last trainer left unacked, walking a cursor.
         self.pending_cursor: bytes | None = b"0"
         self.last_beat = float("-inf")
@@ -134,8 +141,12 @@ class TrainerService(ServiceLoop):
                 # Log before publishing: a trainer killed in between re-trains this iteration
                 # on resume, and the reloaded log drops rows of iterations that were never published.
                 self._log_iteration(version, batch, stats)
+                # Worker 0 evaluates each version before it takes the next (deepracer-formats.md §7.4):
+                # publishing only after version's evaluation means no version goes unevaluated.
+                self._await_evaluation(version)
                 self._publish(version + 1, stats)
                 self._acknowledge(batch)
+            self._await_evaluation(self.max_iterations)
             self._finish()
             return 0
         except StopRequested:
@@ -188,6 +199,7 @@ class TrainerService(ServiceLoop):
             **architecture(self.policy),  # checked by every reader before it loads the weights
             "action_space": json.loads(files.metadata.model_dump_json())["action_space"],
         }
+        self.checkpoints = self._load_checkpoint_index(files.settings.best_model_metric)
         self.retrying("ensuring the consumer group", self.transport.ensure_group)
         self.version = self._resume_or_start()
         self.retrying("setting status", self.transport.set_status, "running")
@@ -195,11 +207,24 @@ class TrainerService(ServiceLoop):
         log.info("trainer on %s: iterations %d..%d, %d episodes per iteration, network %s", self.device,
                  self.version, self.max_iterations, self.episodes_per_iteration, files.metadata.neural_network)
 
+    def _load_checkpoint_index(self, metric: str) -> CheckpointIndex:
+        """The stored best/last checkpoints, so a restarted trainer keeps its best."""
+        try:
+            text = self.retrying("reading the checkpoint index", self.store.get_text, CHECKPOINTS_INDEX)
+        except ObjectNotFound:
+            return CheckpointIndex(metric)
+        try:
+            return CheckpointIndex.parse(text, metric, f"{self.store.url}/{CHECKPOINTS_INDEX}")
+        except EvaluationError as e:
+            self.record_failure("trainer", str(e))
+            raise RunFailed(str(e)) from e
+
     def _resume_or_start(self) -> int:
         latest = self.retrying("reading latest version", self.store.latest_version)
         if latest is None:
             self.retrying("setting status", self.transport.set_status, "starting")
-            self._publish(0, {})
+            extra = self._load_pretrained() if self.files.settings.pretrained else {}
+            self._publish(0, {}, extra)
             return 0
         model = self.retrying("loading latest version", self.store.load_version, latest, True)
         try:
@@ -213,19 +238,28 @@ class TrainerService(ServiceLoop):
             self.optimizer.load_state_dict(state)
         self._load_episode_log(latest)
         self._load_coach_log(latest)
-        self._load_checkpoint_index()
         log.info("resuming from model version %d", latest)
         return latest
 
-    def _load_checkpoint_index(self) -> None:
-        """The best version so far survives a restart (and so is never pruned)."""
+    def _load_pretrained(self) -> dict[str, Any]:
+        """A cloned run (training_params.yaml PRETRAINED_MODEL): load the weights the seed copied in,
+        so that version 0 is the source version; returns what version 0's manifest records of it."""
+        where = f"{self.store.url}/{PRETRAINED_WEIGHTS}"
         try:
-            index = json.loads(self.retrying("reading the checkpoint index", self.store.get_text, CHECKPOINTS_INDEX))
-        except (ObjectNotFound, json.JSONDecodeError):
-            return
-        best = index.get("best_checkpoint") if isinstance(index, dict) else None
-        if isinstance(best, dict) and isinstance(best.get("avg_eval_metric"), int | float):
-            self.best = best
+            manifest = json.loads(self.retrying("reading pretrained manifest", self.store.get_text,
+                                                PRETRAINED_MANIFEST))
+            weights: bytes = self.retrying("reading pretrained weights", self.store.objects.get, PRETRAINED_WEIGHTS)
+            if manifest.get("files", {}).get(WEIGHTS_FILE) != sha256(weights):
+                raise ModelFormatError(f"{where} does not match the sha256 in {PRETRAINED_MANIFEST}")
+            check_architecture(self.policy, manifest, where)
+            load_state_from_bytes(self.policy, weights)
+        except (ObjectNotFound, ValueError, ModelFormatError) as e:
+            message = f"cannot start from the pretrained model {self.files.settings.pretrained}: {e}"
+            self.record_failure("trainer", message)
+            raise RunFailed(message) from e
+        log.info("version 0 is the pretrained model %s", self.files.settings.pretrained)
+        return {"pretrained": {"source": self.files.settings.pretrained, "version": manifest.get("version"),
+                               "run_id": manifest.get("run_id"), "sha256": sha256(weights)}}
 
     def _load_episode_log(self, latest: int) -> None:
         """Rows of the iterations that produced versions 1..latest; later rows are re-logged."""
@@ -254,6 +288,7 @@ class TrainerService(ServiceLoop):
         last_arrival = last_log = time.monotonic()
         while len(batch.episodes) < self.episodes_per_iteration:
             self._beat("collecting", version)
+            self._credit_evaluations()
             if batch.num_steps >= self.step_cap:
                 log.info("step cap of %d reached: %d steps in %d episodes", self.step_cap, batch.num_steps,
                          len(batch.episodes))
@@ -332,18 +367,17 @@ class TrainerService(ServiceLoop):
         stats["laps_completed"] = float(sum(e.status == "lap_complete" for e in batch.episodes))
         return stats
 
-    def _publish(self, version: int, stats: dict[str, float]) -> None:
+    def _publish(self, version: int, stats: dict[str, float], extra: dict[str, Any] | None = None) -> None:
         weights = state_to_bytes(self.policy)
         buffer = io.BytesIO()
         torch.save(self.optimizer.state_dict(), buffer)
-        manifest = {**self.manifest_base, "training_stats": stats}
+        manifest = {**self.manifest_base, **(extra or {}), "training_stats": stats}
         self.retrying("publishing model", self.store.publish_version, version, weights, manifest,
                        buffer.getvalue())
         if self.files.settings.schedule == "sync" and version < self.max_iterations:
             # Before the announcement, so workers that see the version find its tickets open.
             self.retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
         self.retrying("announcing version", self.transport.announce_version, version)
-        self._update_checkpoint_index(version, stats)
         self._prune(version)
 
     def _prune(self, latest: int) -> None:
@@ -359,22 +393,70 @@ class TrainerService(ServiceLoop):
                      self.config.keep_versions, best, sorted(self.config.pinned_versions) or "none")
 
     def _best_version(self) -> int | None:
-        name = str((self.best or {}).get("name", ""))
-        folder, _, number = name.partition("/")
-        return int(number) if folder == "model" and number.isdigit() else None
+        return self.checkpoints.best_version
 
-    def _update_checkpoint_index(self, version: int, stats: dict[str, float]) -> None:
-        """model/deepracer_checkpoints.json: DeepRacer's best/last bookkeeping (by mean progress)."""
-        if not stats:
+    # ------------------------------------------------------------------ evaluation
+
+    def _credit_evaluations(self, force: bool = False) -> None:
+        """Credit worker 0's evaluation of each version, in order, to that version — the one that
+        drove the episodes — in model/deepracer_checkpoints.json (best by BEST_MODEL_METRIC, and the
+        last), the progress hash and the log (deepracer-formats.md §4.2)."""
+        now = time.monotonic()
+        if not force and now - self.last_evaluation_poll < EVALUATION_POLL_S:
             return
-        metric = stats["mean_progress"] if self.files.settings.best_model_metric == "progress" \
-            else stats["mean_reward"]
-        last = {"name": f"model/{version}", "avg_eval_metric": metric, "time_stamp": time.time()}
-        if self.best is None or metric >= self.best["avg_eval_metric"]:
-            self.best = last
-        index = {"best_checkpoint": self.best, "last_checkpoint": last}
-        self.retrying("writing checkpoint index", self.store.put_text, CHECKPOINTS_INDEX,
-                       json.dumps(index, indent=2))
+        self.last_evaluation_poll = now
+        reports = self.retrying("reading evaluations", self.transport.evaluations)
+        metric = self.files.settings.best_model_metric
+        for version in sorted(v for v in reports if v > self.checkpoints.last_version):
+            source = f"evaluation of model version {version} (Redis {self.transport.keys.evaluations})"
+            try:
+                episodes = episodes_from_json(reports[version], source)
+            except EvaluationError as e:
+                log.warning("%s", e)
+                self.retrying("reporting", self.transport.report_error, "trainer", str(e))
+                continue
+            value = eval_metric(episodes, metric)
+            is_best = self.checkpoints.credit(version, value, time.time())
+            self.evaluator_silent = False
+            self.retrying("writing checkpoint index", self.store.put_text, CHECKPOINTS_INDEX,
+                           self.checkpoints.to_json())
+            laps = sum(e.progress >= 100.0 for e in episodes)
+            best_value = float(self.checkpoints.best["avg_eval_metric"]) if self.checkpoints.best else value
+            self.retrying("writing progress", self.transport.set_progress, {
+                "eval_version": version, "eval_trials": len(episodes),
+                "eval_progress": round(eval_metric(episodes, "progress"), 3), "eval_laps": laps,
+                "eval_metric": round(value, 5), "best_version": self.checkpoints.best_version,
+                "best_metric": round(best_value, 5),
+            })
+            log.info("evaluation of model version %d: %d trial(s), progress %.1f%%, %d lap(s), %s %.6g; "
+                     "best version %s (%s %.6g)%s", version, len(episodes), eval_metric(episodes, "progress"),
+                     laps, metric, value, self.checkpoints.best_version, metric, best_value,
+                     " (new best)" if is_best else "")
+
+    def _await_evaluation(self, version: int) -> None:
+        """Wait until worker 0's evaluation of ``version`` is credited, at most HOTLAP_STALL_TIMEOUT_S.
+
+        DeepRacer's worker 0 evaluates each checkpoint before it polls for the next, and its trainer
+        needs worker 0's share of every iteration, so every checkpoint gets evaluated. hotlap's
+        tickets go to whichever worker asks first, so the trainer holds the next version back
+        instead (worker 0 evaluates while the trainer trains: the wait is usually nil). A worker 0
+        that does not answer in time is not waited for again until an evaluation arrives."""
+        if self.files.settings.min_eval_trials == 0:
+            return
+        self._credit_evaluations(force=True)
+        deadline = time.monotonic() + self.config.stall_timeout_s
+        while self.checkpoints.last_version < version and not self.evaluator_silent:
+            if self.stop_requested:
+                raise StopRequested()
+            self.check_run_not_failed()
+            self._beat("awaiting evaluation", version)
+            if time.monotonic() > deadline:
+                log.warning("no evaluation of model version %d from worker 0 after %.0fs; going on without it",
+                            version, self.config.stall_timeout_s)
+                self.evaluator_silent = True
+                return
+            time.sleep(EVALUATION_POLL_S / 4)
+            self._credit_evaluations(force=True)
 
     def _acknowledge(self, batch: Batch) -> None:
         self.retrying("acking", self.transport.acknowledge, batch.entry_ids)

@@ -1,0 +1,119 @@
+"""Clone: start a run from another run's weights, as DeepRacer's clone does.
+
+DeepRacer's clone (console, DRfC ``DR_LOCAL_S3_PRETRAINED*``; deepracer-formats.md §3.1: the trainer
+gets ``pretrained_s3_bucket/prefix/checkpoint``) keeps the sensors and the network and lets the user
+change the reward function, hyperparameters and track. hotlap does the same: ``hotlap train
+--pretrained RUN[@VERSION]`` (compose: ``HOTLAP_PRETRAINED``) checks that the new run builds the
+same network, copies the source version's weights into the new run's store, and the trainer publishes
+them as version 0 (its manifest names the source).
+"""
+
+from __future__ import annotations
+
+import re
+
+from hotlap.seed import SeedError
+from shared.config import ConfigError, Hyperparameters, ModelMetadata
+from shared.evaluation import CheckpointIndex, EvaluationError
+from shared.run_files import PretrainedModel, RunFiles
+from shared.store import CHECKPOINTS_INDEX, HYPERPARAMETERS, MODEL_METADATA, ModelStore, ObjectNotFound, StoreError
+
+_VERSION = re.compile(r"\d+|best|last")
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``RUN[@VERSION]`` -> (RUN, VERSION); VERSION is a number, ``best`` or ``last`` (the default)."""
+    run, at, version = spec.rpartition("@")
+    if at and run and _VERSION.fullmatch(version):
+        return run, version
+    return spec, "last"
+
+
+def resolve_version(store: ModelStore, version: str) -> int:
+    """``last`` (the latest published), ``best`` (model/deepracer_checkpoints.json) or a published number.
+    Raises SeedError naming the store and the versions it has."""
+    versions = store.list_versions()
+    if not versions:
+        raise SeedError(f"cannot clone {store.url}: it has no model version")
+    if version == "last":
+        latest = store.latest_version()
+        return latest if latest is not None else versions[-1]
+    if version == "best":
+        try:
+            index = CheckpointIndex.parse(store.get_text(CHECKPOINTS_INDEX), "progress", f"{store.url}/{CHECKPOINTS_INDEX}")
+        except ObjectNotFound as e:
+            raise SeedError(f"cannot clone {store.url}@best: it has no {CHECKPOINTS_INDEX}") from e
+        except EvaluationError as e:
+            raise SeedError(f"cannot clone {store.url}@best: {e}") from e
+        best = index.best_version
+        if best is None or best not in versions:
+            raise SeedError(f"cannot clone {store.url}@best: {CHECKPOINTS_INDEX} names no stored version "
+                            f"(best: {index.best!r})")
+        return best
+    number = int(version)
+    if number not in versions:
+        raise SeedError(f"cannot clone {store.url}@{number}: no model version {number} "
+                        f"(versions {_ranges(versions)})")
+    return number
+
+
+def _ranges(versions: list[int]) -> str:
+    return f"{versions[0]}..{versions[-1]}" if versions == list(range(versions[0], versions[-1] + 1)) \
+        else ", ".join(map(str, versions))
+
+
+def network_differences(source: tuple[ModelMetadata, Hyperparameters],
+                        target: tuple[ModelMetadata, Hyperparameters]) -> list[str]:
+    """What keeps a source model's weights from loading into the target run, each naming both values.
+
+    Sensors, network, action space type and size, stacking and the shared trunk shape the network;
+    action values, the reward function, the track and the other hyperparameters may change."""
+    def shape(files: tuple[ModelMetadata, Hyperparameters]) -> dict[str, object]:
+        metadata, hp = files
+        spec = metadata.action_spec()
+        return {"sensor": sorted(metadata.sensor), "neural_network": metadata.neural_network,
+                "action_space_type": metadata.action_space_type, "number of actions": spec.num_actions,
+                "stack_size": hp.stack_size, "hotlap_shared_trunk": hp.hotlap_shared_trunk}
+
+    was, now = shape(source), shape(target)
+    return [f"{key}: the pretrained model has {was[key]!r}, this run {now[key]!r}" for key in was if was[key] != now[key]]
+
+
+def load_pretrained(spec: str, files: RunFiles, s3_endpoint_url: str | None) -> PretrainedModel:
+    """The source version's weights and manifest, after checking the new run builds the same network.
+    Raises SeedError naming the source, the version and every difference."""
+    from hotlap.runs import open_run
+    from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
+
+    run, version_spec = parse_spec(spec)
+    try:
+        store, _ = open_run(run, s3_endpoint_url)
+        version = resolve_version(store, version_spec)
+        source_files = (ModelMetadata.parse(store.get_text(MODEL_METADATA), f"{store.url}/{MODEL_METADATA}"),
+                        Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}"))
+        model = store.load_version(version)
+    except (StoreError, ConfigError) as e:
+        raise SeedError(f"cannot clone {spec}: {e}") from e
+    where = f"{store.url}/model/{version}"
+    differences = network_differences(source_files, (files.metadata, files.hyperparameters))
+    if differences:
+        raise SeedError(f"cannot clone {where}: a clone needs the same sensors and network "
+                        f"(the reward function, hyperparameters, track and action values may change):\n"
+                        + "\n".join(f"  - {d}" for d in differences))
+    policy = files.build_policy()
+    try:
+        check_architecture(policy, model.manifest, where)
+        load_state_from_bytes(policy, model.weights)
+    except (ModelFormatError, RuntimeError, ValueError) as e:
+        raise SeedError(f"cannot clone {where}: {e}") from e
+    return PretrainedModel(source=f"{store.url.split(' at ')[0]}@{version}", weights=model.weights,
+                           manifest=model.manifest)
+
+
+def with_pretrained(files: RunFiles, spec: str, s3_endpoint_url: str | None) -> RunFiles:
+    """``files`` seeded as a clone of ``spec`` (training_params.yaml records PRETRAINED_MODEL)."""
+    from dataclasses import replace
+
+    pretrained = load_pretrained(spec, files, s3_endpoint_url)
+    settings = files.settings.model_copy(update={"pretrained": pretrained.source})
+    return replace(files, settings=settings, pretrained=pretrained)

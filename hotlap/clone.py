@@ -40,7 +40,8 @@ def resolve_version(store: ModelStore, version: str) -> int:
         return latest if latest is not None else versions[-1]
     if version == "best":
         try:
-            index = CheckpointIndex.parse(store.get_text(CHECKPOINTS_INDEX), "progress", f"{store.url}/{CHECKPOINTS_INDEX}")
+            where = f"{store.url}/{CHECKPOINTS_INDEX}"
+            index = CheckpointIndex.parse(store.get_text(CHECKPOINTS_INDEX), "progress", where)
         except ObjectNotFound as e:
             raise SeedError(f"cannot clone {store.url}@best: it has no {CHECKPOINTS_INDEX}") from e
         except EvaluationError as e:
@@ -76,7 +77,8 @@ def network_differences(source: tuple[ModelMetadata, Hyperparameters],
                 "stack_size": hp.stack_size, "hotlap_shared_trunk": hp.hotlap_shared_trunk}
 
     was, now = shape(source), shape(target)
-    return [f"{key}: the pretrained model has {was[key]!r}, this run {now[key]!r}" for key in was if was[key] != now[key]]
+    return [f"{key}: the pretrained model has {was[key]!r}, this run {now[key]!r}"
+            for key in was if was[key] != now[key]]
 
 
 def load_pretrained(spec: str, files: RunFiles, s3_endpoint_url: str | None) -> PretrainedModel:

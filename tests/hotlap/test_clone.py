@@ -143,3 +143,13 @@ def test_a_missing_version_is_refused_naming_the_versions(tmp_path: Path) -> Non
         with_pretrained(files(), f"{source}@7", None)
     with pytest.raises(SeedError, match="not a hotlap run|no such run folder"):
         with_pretrained(files(), f"{tmp_path / 'nowhere'}@1", None)
+
+
+def test_hotlap_train_refuses_a_bad_clone_before_starting_anything(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "source"
+    source_run(ModelStore(open_store(f"file://{source}")))
+    runs = tmp_path / "runs"
+    assert main(["train", "--pretrained", f"{source}@9", "--runs-dir", str(runs), "--run-id", "c"]) == 2
+    assert "no model version 9 (versions 0..2)" in capsys.readouterr().err
+    assert not runs.exists()  # nothing seeded, no process started

@@ -311,6 +311,25 @@ def test_round_robin_and_staggered_starts() -> None:
     ]
 
 
+def test_evaluation_starts_are_given_and_leave_the_round_robin_alone() -> None:
+    """The worker's evaluation trials start at i/N of the lap (after start_offset) without moving the
+    car's round-robin sequence of training starts."""
+    track = circle_track()
+    env = VectorRacingEnv(track, 2, LIDAR_ONLY, Recorder())
+
+    def start_distance(car: int) -> float:
+        return float(track.project(np.array([[env.cars.x[car], env.cars.y[car]]])).distance[0])
+
+    env.reset()
+    env.reset(np.array([1, 0]), start_fraction=np.array([0.75, 1 / 3]))  # given in car-id order of the call
+    assert start_distance(0) == pytest.approx(track.length / 3, abs=1e-6)
+    assert start_distance(1) == pytest.approx(track.length * 0.75, abs=1e-6)
+    env.reset(np.array([0]))
+    assert start_distance(0) == pytest.approx(0.05 * track.length, abs=1e-6)  # the round robin's next start
+    with pytest.raises(ValueError, match="one value per distinct car id"):
+        env.reset(np.array([0, 1]), start_fraction=np.array([0.5]))
+
+
 def test_reset_returns_obs_for_all_cars_and_keeps_the_others(reinvent: Track) -> None:
     env = VectorRacingEnv(reinvent, 3, EnvSettings(), Recorder())
     assert env.observation_spec == {"FRONT_FACING_CAMERA": ((120, 160), np.dtype(np.uint8))}

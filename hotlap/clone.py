@@ -14,9 +14,8 @@ import re
 
 from hotlap.seed import SeedError
 from shared.config import ConfigError, Hyperparameters, ModelMetadata
-from shared.evaluation import CheckpointIndex, EvaluationError
 from shared.run_files import PretrainedModel, RunFiles
-from shared.store import CHECKPOINTS_INDEX, HYPERPARAMETERS, MODEL_METADATA, ModelStore, ObjectNotFound, StoreError
+from shared.store import HYPERPARAMETERS, MODEL_METADATA, StoreError
 
 _VERSION = re.compile(r"\d+|best|last")
 
@@ -27,40 +26,6 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if at and run and _VERSION.fullmatch(version):
         return run, version
     return spec, "last"
-
-
-def resolve_version(store: ModelStore, version: str) -> int:
-    """``last`` (the latest published), ``best`` (model/deepracer_checkpoints.json) or a published number.
-    Raises SeedError naming the store and the versions it has."""
-    versions = store.list_versions()
-    if not versions:
-        raise SeedError(f"cannot clone {store.url}: it has no model version")
-    if version == "last":
-        latest = store.latest_version()
-        return latest if latest is not None else versions[-1]
-    if version == "best":
-        try:
-            where = f"{store.url}/{CHECKPOINTS_INDEX}"
-            index = CheckpointIndex.parse(store.get_text(CHECKPOINTS_INDEX), "progress", where)
-        except ObjectNotFound as e:
-            raise SeedError(f"cannot clone {store.url}@best: it has no {CHECKPOINTS_INDEX}") from e
-        except EvaluationError as e:
-            raise SeedError(f"cannot clone {store.url}@best: {e}") from e
-        best = index.best_version
-        if best is None or best not in versions:
-            raise SeedError(f"cannot clone {store.url}@best: {CHECKPOINTS_INDEX} names no stored version "
-                            f"(best: {index.best!r})")
-        return best
-    number = int(version)
-    if number not in versions:
-        raise SeedError(f"cannot clone {store.url}@{number}: no model version {number} "
-                        f"(versions {_ranges(versions)})")
-    return number
-
-
-def _ranges(versions: list[int]) -> str:
-    return f"{versions[0]}..{versions[-1]}" if versions == list(range(versions[0], versions[-1] + 1)) \
-        else ", ".join(map(str, versions))
 
 
 def network_differences(source: tuple[ModelMetadata, Hyperparameters],
@@ -84,13 +49,13 @@ def network_differences(source: tuple[ModelMetadata, Hyperparameters],
 def load_pretrained(spec: str, files: RunFiles, s3_endpoint_url: str | None) -> PretrainedModel:
     """The source version's weights and manifest, after checking the new run builds the same network.
     Raises SeedError naming the source, the version and every difference."""
-    from hotlap.runs import open_run
+    from hotlap.models import open_run, resolve_version
     from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
 
     run, version_spec = parse_spec(spec)
     try:
-        store, _ = open_run(run, s3_endpoint_url)
-        version = resolve_version(store, version_spec)
+        store = open_run(run, s3_endpoint_url)
+        version = resolve_version(store, version_spec)  # hotlap evaluate's: best, last or a number
         source_files = (ModelMetadata.parse(store.get_text(MODEL_METADATA), f"{store.url}/{MODEL_METADATA}"),
                         Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}"))
         model = store.load_version(version)

@@ -62,7 +62,11 @@ DESCRIPTIONS: dict[str, str] = {
     "CHANGE_START_POSITION": "round-robin start positions between a car's episodes (DeepRacer's default)",
     "ROUND_ROBIN_ADVANCE_DIST": "fraction of the track the start moves on between episodes",
     "START_POSITION_OFFSET": "fraction of the track where the first episode starts",
-    "BEST_MODEL_METRIC": "what picks the best checkpoint: mean progress or mean reward",
+    "BEST_MODEL_METRIC": "what ranks versions in model/deepracer_checkpoints.json by their evaluation episodes: "
+                         "mean progress, mean reward (higher is better) or mean laptime (lower; an unfinished "
+                         "lap counts 999999 ms)",
+    "MIN_EVAL_TRIALS": "greedy evaluation episodes worker 0 drives with each model version (0: no evaluation)",
+    "PRETRAINED_MODEL": "clone: the run and version (<run>@<version>) whose weights are this run's version 0",
     "NUM_WORKERS": "simulator workers the run was started with (DeepRacer's NUM_WORKERS)",
     "MAX_ITERATIONS": "training iterations; the run is done after this many model versions",
     "MAX_STEPS_PER_EPISODE": "per-episode step cap (DeepRacer: 10000)",

@@ -139,7 +139,7 @@ def test_another_network_or_sensor_is_refused_naming_both(tmp_path: Path, other:
 def test_a_missing_version_is_refused_naming_the_versions(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source_run(ModelStore(open_store(f"file://{source}")))
-    with pytest.raises(SeedError, match=r"no model version 7 \(versions 0\.\.2\)"):
+    with pytest.raises(SeedError, match=r"model version 7 is not in the store \(published: 0, 1, 2\)"):
         with_pretrained(files(), f"{source}@7", None)
     with pytest.raises(SeedError, match="not a hotlap run|no such run folder"):
         with_pretrained(files(), f"{tmp_path / 'nowhere'}@1", None)
@@ -151,5 +151,5 @@ def test_hotlap_train_refuses_a_bad_clone_before_starting_anything(tmp_path: Pat
     source_run(ModelStore(open_store(f"file://{source}")))
     runs = tmp_path / "runs"
     assert main(["train", "--pretrained", f"{source}@9", "--runs-dir", str(runs), "--run-id", "c"]) == 2
-    assert "no model version 9 (versions 0..2)" in capsys.readouterr().err
+    assert "model version 9 is not in the store (published: 0, 1, 2)" in capsys.readouterr().err
     assert not runs.exists()  # nothing seeded, no process started

@@ -71,10 +71,16 @@ def _iteration_metrics(transport: RunTransport, episodes_per_iteration: int) -> 
     live: dict[str, float | str] = {"workers": str(len(workers)), "steps/s": f"{steps_per_s:,.0f}"}
     if not progress:
         return 0, live
+    evaluation: dict[str, float | str] = {}
+    if "eval_version" in progress:  # worker 0's greedy evaluation of the latest evaluated version
+        evaluation = {"eval": f"v{progress['eval_version']} {float(progress['eval_progress']):.1f}% "
+                              f"{progress['eval_laps']}/{progress['eval_trials']} laps",
+                      "best": f"v{progress['best_version']}"}
     return int(progress["iteration"]), {
         "reward": float(progress["mean_reward"]),
         "progress %": float(progress["mean_progress"]),
         "laps": f"{float(progress['laps_completed']):.0f}/{episodes_per_iteration}",
+        **evaluation,
         **live,
     }
 

@@ -69,3 +69,16 @@ def test_laptime_ranks_versions_by_their_mean_lap_time(tmp_path: Path, transport
     trainer._credit_evaluations(force=True)
     assert index(tmp_path)["best_checkpoint"] == {**index(tmp_path)["best_checkpoint"], "name": "model/2",
                                                   "avg_eval_metric": 14_000}
+
+
+def test_hotlap_train_shows_the_latest_evaluation_and_the_best_version(
+        tmp_path: Path, transport: RunTransport, run_id: str, redis_url: str) -> None:
+    from hotlap.local import _iteration_metrics
+
+    trainer = trainer_for(files_with("progress"), tmp_path, transport, run_id, redis_url)
+    transport.set_progress({"iteration": 2, "mean_reward": 1.0, "mean_progress": 5.0, "laps_completed": 0})
+    report(transport, 0, 100.0, 40.0)
+    report(transport, 1, 20.0, 30.0)
+    trainer._credit_evaluations(force=True)
+    _, shown = _iteration_metrics(transport, 20)
+    assert shown["eval"] == "v1 25.0% 0/2 laps" and shown["best"] == "v0"

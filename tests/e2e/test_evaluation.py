@@ -75,3 +75,22 @@ def test_every_version_is_evaluated_and_the_best_is_the_best_evaluated(tmp_path:
     trainer_log = (run / "logs" / "processes" / "trainer.log").read_text()
     for version in range(ITERATIONS + 1):
         assert f"evaluation of model version {version}:" in trainer_log
+
+    # Clone the best version into a new run with another reward function: its version 0 is those weights.
+    from safetensors.torch import load as load_tensors
+
+    reward = tmp_path / "reward_function.py"
+    reward.write_text("def reward_function(params):\n    return float(params['progress']) / 100.0 + 0.01\n")
+    clone = subprocess.run(
+        [sys.executable, "-m", "hotlap", "train", "--workers", "1", "--run-id", "clone-e2e", "--runs-dir",
+         str(tmp_path / "runs"), "--hyperparameters", str(hp), "--model-metadata", str(metadata), "--max-steps", "40",
+         "--max-iterations", "1", "--min-eval-trials", "1", "--reward-function", str(reward),
+         "--pretrained", f"{run}@best"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert clone.returncode == 0, clone.stdout[-3000:] + clone.stderr[-3000:]
+    cloned = ModelStore(open_store(f"file://{tmp_path / 'runs' / 'clone-e2e'}"))
+    source, start = load_tensors(store.load_version(best_version).weights), load_tensors(cloned.load_version(0).weights)
+    assert source.keys() == start.keys() and all(source[k].equal(start[k]) for k in source)
+    assert cloned.load_version(0).manifest["pretrained"]["source"] == f"file://{run}@{best_version}"
+    assert cloned.latest_version() == 1 and cloned.is_done()

@@ -227,7 +227,9 @@ def test_tickets_of_a_dead_worker_are_played_by_an_idle_worker(stack: Stack):
     assert_finished_run(stack.store)
     assert "reissuing" in stack.text("trainer")
     counts = assert_accounting_adds_up(stack.store, stack.transport)
-    assert counts["reissued"] == EPISODES_PER_ITERATION
+    # every ticket the dead worker held was re-issued; with the 3 s stall timeout a slow live worker on
+    # a loaded machine can legitimately be re-issued a ticket too, so this is a lower bound
+    assert counts["reissued"] >= EPISODES_PER_ITERATION
 
 
 def honest_experience(run_id: str, version: int, episode: int, steps: int = 3) -> Experience:

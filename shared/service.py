@@ -15,10 +15,21 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar
 
-from shared.store import ObjectNotFound, StoreError
+from shared.config import ConfigError
+from shared.run_files import read_run_nonce
+from shared.store import ModelStore, ObjectNotFound, StoreError
 from shared.transport import Backoff, RunTransport, TransportError
 
 T = TypeVar("T")
+
+# Exit statuses of both services. A process that stops because the run failed (its reason is in
+# the status key, the store's ip/failed and the log) exits 0: a restart policy that restarts on
+# non-zero exits (compose's `restart: on-failure`, Kubernetes' OnFailure) would otherwise start it
+# into the same failure again and again. Crashes still exit non-zero and get restarted.
+EXIT_OK = 0
+EXIT_RUN_FAILED = 0
+EXIT_NOT_SEEDED = 2  # the store holds no run (ip/run.json): nothing to join
+EXIT_LEASE = 3  # trainer only: another trainer holds this run's lease, or this one lost it
 
 
 class StopRequested(Exception):
@@ -30,8 +41,9 @@ class RunFailed(Exception):
 
 
 class ServiceLoop:
-    def __init__(self, transport: RunTransport, log: logging.Logger):
+    def __init__(self, transport: RunTransport, log: logging.Logger, store: ModelStore):
         self.transport = transport
+        self.store = store
         self.log = log
         self.stop_requested = False
         self.backoff = Backoff()
@@ -65,16 +77,39 @@ class ServiceLoop:
                 self.log.warning("%s failed (%s); retrying in %.1fs", what, e, delay)
                 time.sleep(delay)
 
+    def bind_run(self) -> bool:
+        """Key the transport by the run identity the seed wrote into the store. False (logged)
+        when the store holds no seeded run."""
+        try:
+            nonce = self.retrying("reading the run identity", read_run_nonce, self.store)
+        except ConfigError as e:
+            self.log.error("%s", e)
+            return False
+        self.transport = self.transport.for_run(nonce)
+        return True
+
+    def check_run_not_failed_in_store(self) -> None:
+        """A failed run stays failed across restarts, even once Redis forgot it (its keys expire)."""
+        reason = self.retrying("reading ip/failed", self.store.failure)
+        if reason is not None:
+            raise RunFailed(reason)
+
     def check_run_not_failed(self) -> None:
         status = self.retrying("reading run status", self.transport.status)
         if status is not None and status.state == "failed":
             raise RunFailed(status.reason)
 
     def record_failure(self, source: str, reason: str) -> None:
-        """Fail the whole run visibly (status + error list) instead of a silent crash loop."""
+        """Fail the whole run visibly (status + error list in Redis, ip/failed in the store)
+        instead of a silent crash loop. The first failure recorded is the one that stays."""
         self.log.error("%s", reason)
         try:
             self.transport.report_error(source, reason)
             self.transport.set_status("failed", reason)
         except TransportError:
             self.log.exception("could not record the failure in Redis")
+        try:
+            if self.store.failure() is None:
+                self.store.mark_failed(reason)
+        except StoreError:
+            self.log.exception("could not record the failure in the store")

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,8 @@ TRAINING_PARAMS = "training_params.yaml"
 MODEL_METADATA = "model/model_metadata.json"
 HYPERPARAMETERS = "ip/hyperparameters.json"
 DONE_MARKER = "ip/done"
+FAILED_MARKER = "ip/failed"  # the reason a run failed (hotlap's own; a failed run is not trained again)
+RUN_IDENTITY = "ip/run.json"  # {"nonce": ...}: written by the seed, part of every Redis key of the run
 LATEST_POINTER = "model/latest.json"
 CHECKPOINTS_INDEX = "model/deepracer_checkpoints.json"
 EPISODE_LOG = "logs/episodes.csv"
@@ -48,6 +51,7 @@ class ObjectStore(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, keys: Sequence[str]) -> None: ...
 
 
 class LocalStore:
@@ -90,6 +94,13 @@ class LocalStore:
             return []
         keys = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()]
         return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+
+    def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            try:
+                self._path(key).unlink(missing_ok=True)
+            except OSError as e:
+                raise StoreError(f"{self.url}: cannot delete {key}: {e}") from e
 
 
 class S3Store:
@@ -164,6 +175,16 @@ class S3Store:
             if not page.get("IsTruncated"):
                 return sorted(keys)
             token = page.get("NextContinuationToken")
+
+    def delete(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            chunk = keys[start:start + 1000]
+            reply = self._call("delete", f"{len(chunk)} objects", self.client.delete_objects,
+                               Delete={"Objects": [{"Key": self._key(k)} for k in chunk], "Quiet": True})
+            if reply.get("Errors"):
+                first = reply["Errors"][0]
+                raise StoreError(f"{self.url}: cannot delete {first.get('Key')}: {first.get('Code')} "
+                                 f"{first.get('Message', '')}")
 
 
 def open_store(url: str, s3_endpoint_url: str | None = None) -> LocalStore | S3Store:
@@ -274,3 +295,14 @@ class ModelStore:
 
     def is_done(self) -> bool:
         return self.objects.exists(DONE_MARKER)
+
+    def mark_failed(self, reason: str) -> None:
+        """Keep the reason with the model: a failed run stays failed after any restart."""
+        self.objects.put(FAILED_MARKER, reason.encode())
+
+    def failure(self) -> str | None:
+        """The reason the run failed, or None."""
+        try:
+            return self.get_text(FAILED_MARKER)
+        except ObjectNotFound:
+            return None

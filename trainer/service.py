@@ -28,7 +28,15 @@ from shared.deepracer_logs import episode_log_csv
 from shared.experience import Experience
 from shared.networks import ModelFormatError, architecture, check_architecture, load_state_from_bytes, state_to_bytes
 from shared.run_files import RunFiles, load_run_files
-from shared.service import RunFailed, ServiceLoop, StopRequested
+from shared.service import (
+    EXIT_LEASE,
+    EXIT_NOT_SEEDED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    RunFailed,
+    ServiceLoop,
+    StopRequested,
+)
 from shared.store import (
     CHECKPOINTS_INDEX,
     COACH_EPISODE_LOG,
@@ -39,6 +47,7 @@ from shared.store import (
 )
 from shared.transport import RunTransport
 from trainer.coach_log import CoachLog
+from trainer.lease import LeaseError, TrainerLease
 from trainer.ppo import PPOSettings, make_optimizer, ppo_update
 
 log = logging.getLogger("hotlap.trainer")
@@ -86,9 +95,9 @@ def resolve_device(name: str) -> torch.device:
 
 class TrainerService(ServiceLoop):
     def __init__(self, config: TrainerConfig, transport: RunTransport, store: ModelStore):
-        super().__init__(transport, log)
+        super().__init__(transport, log, store)
         self.config = config
-        self.store = store
+        self.lease: TrainerLease | None = None
         self.device = resolve_device(config.device)
         self.episode_rows: list[tuple[Any, ...]] = []
         self.best: dict[str, Any] | None = None
@@ -99,35 +108,59 @@ class TrainerService(ServiceLoop):
     # ------------------------------------------------------------------ entry
 
     def run(self) -> int:
+        """Exit status: EXIT_OK when the run is done (or stopped by a signal), EXIT_RUN_FAILED
+        (0, see shared.service) when it failed, EXIT_NOT_SEEDED, EXIT_LEASE."""
         self.install_signal_handlers()
+        if not self.bind_run():
+            return EXIT_NOT_SEEDED
         try:
             files = self._load_files()
-            if self.retrying("checking ip/done", self.store.is_done):
-                log.info("run %s is already done (ip/done exists); nothing to train", self.config.run_id)
-                self.retrying("setting status", self.transport.set_status, "done")
-                return 0
-            self._setup(files)
-            for version in range(self.version, self.max_iterations):
-                batch = self._collect(version)
-                self._beat("training", version, force=True)
-                stats = self._train(version, batch)
-                self._beat("publishing", version, force=True)
-                # Log before publishing: a trainer killed in between re-trains this iteration
-                # on resume, and the reloaded log drops rows of iterations that were never published.
-                self._log_iteration(version, batch, stats)
-                self._publish(version + 1, stats)
-                self._acknowledge(batch)
-            self._finish()
-            return 0
+            if self._run_already_ended():
+                return EXIT_OK
+            self.lease = TrainerLease(self.transport, self.config.lease_s)
+            self.retrying("taking the trainer lease", self.lease.acquire)
+            self.lease.start_renewing()
+            try:
+                self._train_run(files)
+            finally:
+                self.lease.release()
+            return EXIT_OK
         except StopRequested:
             log.info("stopped before the run finished; restart the trainer to resume from the latest version")
-            return 0
+            return EXIT_OK
         except ConfigError as e:
             self.record_failure("trainer", str(e))
-            return 1
+            return EXIT_RUN_FAILED
         except RunFailed as e:
             log.error("run failed: %s", e)
-            return 1
+            return EXIT_RUN_FAILED
+        except LeaseError as e:
+            log.error("%s", e)
+            return EXIT_LEASE
+
+    def _run_already_ended(self) -> bool:
+        """A done run is not trained again; a failed run stays failed (RunFailed with its reason)."""
+        if self.retrying("checking ip/done", self.store.is_done):
+            log.info("run %s is already done (ip/done exists); nothing to train", self.config.run_id)
+            self.retrying("setting status", self.transport.set_status, "done")
+            return True
+        self.check_run_not_failed_in_store()
+        self.check_run_not_failed()
+        return False
+
+    def _train_run(self, files: RunFiles) -> None:
+        self._setup(files)
+        for version in range(self.version, self.max_iterations):
+            batch = self._collect(version)
+            self._beat("training", version, force=True)
+            stats = self._train(version, batch)
+            self._beat("publishing", version, force=True)
+            # Log before publishing: a trainer killed in between re-trains this iteration
+            # on resume, and the reloaded log drops rows of iterations that were never published.
+            self._log_iteration(version, batch, stats)
+            self._publish(version + 1, stats)
+            self._acknowledge(batch)
+        self._finish()
 
     # ------------------------------------------------------------------ set-up
 
@@ -162,7 +195,7 @@ class TrainerService(ServiceLoop):
         }
         self.retrying("ensuring the consumer group", self.transport.ensure_group)
         self.version = self._resume_or_start()
-        self.retrying("setting status", self.transport.set_status, "running")
+        self._set_status("running")
         self.retrying("announcing version", self.transport.announce_version, self.version)
         log.info("trainer on %s: iterations %d..%d, %d episodes per iteration, network %s", self.device,
                  self.version, self.max_iterations, self.episodes_per_iteration, files.metadata.neural_network)
@@ -170,7 +203,7 @@ class TrainerService(ServiceLoop):
     def _resume_or_start(self) -> int:
         latest = self.retrying("reading latest version", self.store.latest_version)
         if latest is None:
-            self.retrying("setting status", self.transport.set_status, "starting")
+            self._set_status("starting")
             self._publish(0, {})
             return 0
         model = self.retrying("loading latest version", self.store.load_version, latest, True)
@@ -222,6 +255,7 @@ class TrainerService(ServiceLoop):
             if self.stop_requested:
                 raise StopRequested()
             self.check_run_not_failed()
+            self._check_lease()
             wanted = min(READ_BATCH, self.episodes_per_iteration - len(batch.episodes))  # never more than the quota
             deliveries = self.retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
                                        wanted, 1000, self.pending_cursor)
@@ -282,7 +316,18 @@ class TrainerService(ServiceLoop):
         stats["laps_completed"] = float(sum(e.status == "lap_complete" for e in batch.episodes))
         return stats
 
+    def _set_status(self, state: str) -> None:
+        """Set the run state; a run another process failed meanwhile stays failed (RunFailed)."""
+        effective = self.retrying("setting status", self.transport.set_status, state)
+        if effective == "failed":
+            self.check_run_not_failed()  # raises RunFailed with the recorded reason
+
+    def _check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
     def _publish(self, version: int, stats: dict[str, float]) -> None:
+        self._check_lease()  # a trainer that lost its lease must not write model/<v>
         weights = state_to_bytes(self.policy)
         buffer = io.BytesIO()
         torch.save(self.optimizer.state_dict(), buffer)
@@ -333,6 +378,7 @@ class TrainerService(ServiceLoop):
                  stats["train_seconds"])
 
     def _finish(self) -> None:
+        self._check_lease()
         self.retrying("writing ip/done", self.store.mark_done)
         self.retrying("setting status", self.transport.set_status, "done")
         log.info("run %s done: model version %d in %s", self.config.run_id, self.max_iterations, self.store.url)

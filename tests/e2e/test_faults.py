@@ -33,8 +33,8 @@ class Stack:
         self.tmp_path, self.run_id, self.redis_url = tmp_path, run_id, redis_url
         self.store_url = f"file://{tmp_path / 'store'}"
         self.store = ModelStore(open_store(self.store_url))
-        seed_store(self.store, tiny_run_files())
-        self.transport = RunTransport.from_url(redis_url, run_id)
+        nonce = seed_store(self.store, tiny_run_files()).nonce
+        self.transport = RunTransport.from_url(redis_url, run_id, nonce=nonce)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, module: str) -> subprocess.Popen[bytes]:

@@ -1,4 +1,5 @@
-"""The `hotlap` command: local training, seeding a run for compose, health checks, listing tracks.
+"""The `hotlap` command: local training, seeding a run for compose, health checks, looking at runs,
+listing tracks.
 
 It composes the services; it does not re-implement them. Options default to the HOTLAP_*
 environment variables, so the compose `init` service runs plain `python -m hotlap seed`.
@@ -12,7 +13,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from hotlap.errors import CommandError, EvaluationError
 from hotlap.seed import SeedError, UserFiles, prepare_run_files, seed_store
 from shared.config import ConfigError, RunSettings, ServiceConfig
 from shared.run_files import RunFiles
@@ -48,7 +51,8 @@ def _add_run_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
                      help="per-episode step cap (DeepRacer: 10000)")
     run.add_argument("--cars-per-worker", type=int, default=_int_or_none(env.get("HOTLAP_CARS_PER_WORKER")),
                      help="cars each simulator process steps at once")
-    run.add_argument("--schedule", choices=("sync", "async"), default=env.get("HOTLAP_SCHEDULE", "sync"))
+    run.add_argument("--schedule", choices=("sync", "async"), default=env.get("HOTLAP_SCHEDULE", "sync"),
+                     help="sync: DeepRacer's on-policy iterations; async: workers never wait (bounded staleness)")
     run.add_argument("--workers", type=int, default=_int_or_none(env.get("HOTLAP_WORKERS")) or 1,
                      help="simulator worker processes")
     run.add_argument("--overwrite", action="store_true",
@@ -120,7 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     store_url = args.store or f"file://{(args.runs_dir / run_id).resolve()}"
     run = LocalRun(run_id=run_id, store_url=store_url, s3_endpoint_url=args.s3_endpoint_url,
                    workers=args.workers, redis_url=args.redis_url, overwrite=args.overwrite,
-                   log_dir=(args.runs_dir / run_id / "logs" / "processes").resolve() if not args.store else None)
+                   log_dir=(args.runs_dir / run_id / "logs" / "processes").resolve() if not args.store else None,
+                   tensorboard_dir=Path(args.tensorboard).resolve() if args.tensorboard else None)
     print(f"training {run_id} on {run_files.settings.track}: {args.workers} worker(s) × "
           f"{run_files.settings.cars_per_worker} car(s), {run_files.settings.max_iterations} iterations × "
           f"{run_files.hyperparameters.num_episodes_between_training} episodes, "
@@ -181,12 +186,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from hotlap.plot import plot_run
+    from hotlap.runs import open_run
+
+    store, name = open_run(args.run, args.s3_endpoint_url)
+    output = args.output or Path("hotlap-plots") / name
+    result = plot_run(store, output, name)
+    for path in result.written:
+        print(f"wrote {path}")
+    for reason in result.skipped:
+        print(f"skipped {reason}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from hotlap.runs import format_table, list_runs, to_json
+
+    now = time.time()
+    runs = list_runs(args.store, args.s3_endpoint_url, now)
+    if args.json:
+        print(to_json(runs))
+    elif not runs:
+        print(f"no runs in {args.store}")
+    else:
+        print(format_table(runs, now))
+    return 0
+
+
 def _run_track(store_url: str, s3_endpoint_url: str | None) -> Track:
     """The track a run drives, as its workers load it (a stored track file, else the packaged route)."""
+    from hotlap.runs import open_run
     from shared.run_files import load_run_files
     from simulator.track import load_run_track
 
-    store = ModelStore(open_store(store_url, s3_endpoint_url))
+    store, _ = open_run(store_url, s3_endpoint_url)
     files = load_run_files(store)
     return load_run_track(files.settings.track, files.track_npy, f"{store.url}/{files.settings.track_file}")
 
@@ -194,12 +228,13 @@ def _run_track(store_url: str, s3_endpoint_url: str | None) -> Track:
 def _load_policy(store_url: str, s3_endpoint_url: str | None,
                  version: int | None) -> tuple[object, tuple[str, ...], int]:
     """(policy, sensors, stack_size) of a run's model version, as its workers built it."""
+    from hotlap.runs import open_run
     from shared.config import Hyperparameters, ModelMetadata
     from shared.networks import check_architecture, load_state_from_bytes
     from shared.run_files import build_policy
     from shared.store import HYPERPARAMETERS, MODEL_METADATA
 
-    store = ModelStore(open_store(store_url, s3_endpoint_url))
+    store, _ = open_run(store_url, s3_endpoint_url)
     metadata = ModelMetadata.parse(store.get_text(MODEL_METADATA), f"{store.url}/{MODEL_METADATA}")
     hyperparameters = Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}")
     stack_size = hyperparameters.stack_size
@@ -214,6 +249,96 @@ def _load_policy(store_url: str, s3_endpoint_url: str | None,
     return policy, tuple(metadata.sensor), stack_size
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from hotlap.evaluate import EvaluationSettings, evaluate
+    from hotlap.models import load_model, open_run
+    from simulator.track import load_track
+
+    if args.video:
+        from hotlap.video import check_video_path
+
+        check_video_path(args.video)  # before any trial runs
+    settings = EvaluationSettings(trials=args.trials, reverse=args.reverse, continuous=args.continuous,
+                                  off_track_penalty_s=args.off_track_penalty, max_resets=args.max_resets,
+                                  max_steps=args.max_steps, record_frames=args.video is not None)
+    problems = settings.problems()
+    if problems:
+        raise EvaluationError("; ".join(problems))
+    model = load_model(open_run(args.run, args.s3_endpoint_url), args.version)
+    track = load_track(args.track) if args.track else model.run_track()
+    result = evaluate(model, track, settings, write=args.write)
+    summary = result.to_json()
+    if args.video:
+        from hotlap.video import write_video
+
+        summary["video"] = {"path": str(args.video), "frames": write_video(args.video, result.trials, track)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(result.table())
+    if result.metrics_key:
+        print(f"wrote {model.store.url}/{result.metrics_key}\n      {model.store.url}/{result.simtrace_key}")
+    if args.video:
+        print(f"wrote {args.video} ({summary['video']['frames']} frames at 15 fps)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hotlap.export import export
+    from hotlap.models import load_model, open_run
+
+    model = load_model(open_run(args.run, args.s3_endpoint_url), args.version)
+    path = export(model, args.format, args.output)
+    print(f"wrote {path}: model version {model.version} of {model.store.url} as {args.format}")
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    from hotlap.models import VERSION_CHOICES_HELP
+
+    parser.add_argument("run", help="the run: a run folder, file:///path or s3://bucket/prefix")
+    parser.add_argument("--version", default="last", help=f"{VERSION_CHOICES_HELP} (default: last)")
+    parser.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
+
+
+def _add_evaluate_parser(commands: Any, env: Mapping[str, str]) -> None:
+    from hotlap import evaluate as ev
+
+    evaluate = commands.add_parser(
+        "evaluate", help="greedy trials of a model: lap times, DeepRacer's evaluation metrics and simtrace",
+        description="Trials start at evenly spaced points of the lap (0, 1/3, 2/3 for 3): the simulator is "
+                    "deterministic, so trials from one start would repeat one drive.")
+    _add_model_options(evaluate, env)
+    evaluate.add_argument("--track", help="track name (see `hotlap tracks`) or .npy file (default: the run's)")
+    evaluate.add_argument("--reverse", action="store_true", help="drive the track in the other direction")
+    evaluate.add_argument("--trials", type=int, default=ev.DEFAULT_TRIALS,
+                          help=f"trials, spread over the lap (default {ev.DEFAULT_TRIALS})")
+    evaluate.add_argument("--continuous", action=argparse.BooleanOptionalAction, default=True,
+                          help="reset the car after an off track and go on (DRfC's DR_EVAL_IS_CONTINUOUS, "
+                               "default); --no-continuous ends the trial there")
+    evaluate.add_argument("--off-track-penalty", type=float, default=ev.DEFAULT_OFF_TRACK_PENALTY_S,
+                          help=f"seconds added per off track (default {ev.DEFAULT_OFF_TRACK_PENALTY_S})")
+    evaluate.add_argument("--max-resets", type=int, default=ev.DEFAULT_MAX_RESETS,
+                          help=f"resets before a trial ends unfinished (default {ev.DEFAULT_MAX_RESETS})")
+    evaluate.add_argument("--max-steps", type=int, default=ev.DEFAULT_MAX_STEPS,
+                          help=f"steps (1/15 s) before a trial ends unfinished (default {ev.DEFAULT_MAX_STEPS})")
+    evaluate.add_argument("--video", type=Path, help="write a lap video (.mp4 or .gif): camera beside a map")
+    evaluate.add_argument("--no-write", dest="write", action="store_false",
+                          help="do not store the evaluation metrics and simtrace in the run")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def _add_export_parser(commands: Any, env: Mapping[str, str]) -> None:
+    export = commands.add_parser("export", help="write a model's policy for other tools (ONNX)")
+    _add_model_options(export, env)
+    export.add_argument("--format", required=True, help="onnx (inputs and outputs as DeepRacer's car uses them)")
+    export.add_argument("--output", type=Path, help="file to write (default: <run>-v<version>.<format>)")
+    export.set_defaults(func=cmd_export)
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotlap", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +351,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     train.add_argument("--store", help="store URL instead of a local folder, e.g. s3://bucket/prefix")
     train.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
     train.add_argument("--redis-url", help="use this Redis instead of starting one")
+    train.add_argument("--tensorboard", type=Path, metavar="DIR", default=env.get("HOTLAP_TENSORBOARD_DIR"),
+                       help="write TensorBoard scalars (charts/*, losses/*) to DIR; needs hotlap[tensorboard]")
     train.set_defaults(func=cmd_train)
 
     seed = commands.add_parser("seed", help="validate the run's files and put them in the store (compose init)")
@@ -235,14 +362,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="PNG of camera frames and a top-down map with a trajectory")
     render.add_argument("--track", help=f"track name or .npy file (default: the run's track with --model, "
                         f"else {DEFAULT_RENDER_TRACK})")
-    render.add_argument("--output", type=Path, default=Path("hotlap-render.png"))
-    render.add_argument("--model", help="store URL of a run (file:///... or s3://bucket/prefix); default: "
-                        "a centre-line pure-pursuit driver")
+    render.add_argument("--output", type=Path, default=Path("hotlap-render.png"), help="the PNG to write")
+    render.add_argument("--model", help="a run folder or its store URL (file:///... or s3://bucket/prefix); "
+                        "default: a centre-line pure-pursuit driver")
     render.add_argument("--version", type=int, help="model version (default: latest)")
     render.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
-    render.add_argument("--steps", type=int, default=400)
+    render.add_argument("--steps", type=int, default=400, help="steps to drive (15 per second)")
     render.add_argument("--frames", type=int, default=6, help="camera frames in the strip")
-    render.add_argument("--reverse", action="store_true")
+    render.add_argument("--reverse", action="store_true", help="drive the track in the other direction")
     render.add_argument("--stereo", action="store_true", help="render the stereo camera (left lens shown)")
     render.set_defaults(func=cmd_render)
 
@@ -254,6 +381,22 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         help="keep checking until healthy or SECONDS have passed (e.g. to wait for the seed)")
     health.set_defaults(func=cmd_health)
 
+    plot = commands.add_parser("plot", help="PNG charts of a run: learning, paths by speed, actions, lap times")
+    plot.add_argument("run", help="a run folder (e.g. hotlap-runs/<run-id>) or its store URL (file://… or s3://…)")
+    plot.add_argument("--output", type=Path, help="folder for the PNGs (default: hotlap-plots/<run name>)")
+    plot.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
+    plot.set_defaults(func=cmd_plot)
+
+    runs = commands.add_parser("runs", help="every run in a folder or S3 prefix: track, status, versions, metrics")
+    runs.add_argument("store", nargs="?", default=env.get("HOTLAP_RUNS_DIR", "hotlap-runs"),
+                      help="a folder of runs or a store URL (file://… or s3://bucket/prefix); default ./hotlap-runs")
+    runs.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    runs.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
+    runs.set_defaults(func=cmd_runs)
+
+    _add_evaluate_parser(commands, env)
+    _add_export_parser(commands, env)
+
     tracks = commands.add_parser("tracks", help="list the DeepRacer tracks hotlap ships")
     tracks.set_defaults(func=cmd_tracks)
     return parser
@@ -264,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (SeedError, ConfigError, StoreError, TrackError) as e:
+    except (SeedError, ConfigError, StoreError, TrackError, CommandError) as e:
         print(f"hotlap {args.command}: {e}", file=sys.stderr)
         return 2
 

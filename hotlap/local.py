@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hotlap.progress import ProgressDisplay, format_metrics
 from hotlap.redis_server import redis_server
 from hotlap.seed import seed_store
 from shared.run_files import RunFiles
@@ -38,11 +39,14 @@ class LocalRun:
     log_dir: Path | None = None
     quiet: bool = False
     overwrite: bool = False  # replace a run with different files in the store (else: refuse)
+    tensorboard_dir: Path | None = None  # the trainer writes TensorBoard scalars here
 
 
 def _service_env(run: LocalRun, redis_url: str, worker_name: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HOTLAP_RUN_ID=run.run_id, HOTLAP_REDIS_URL=redis_url, HOTLAP_STORE_URL=run.store_url)
+    if run.tensorboard_dir and not worker_name:
+        env["HOTLAP_TENSORBOARD_DIR"] = str(run.tensorboard_dir)
     if run.s3_endpoint_url:
         env["HOTLAP_S3_ENDPOINT_URL"] = run.s3_endpoint_url
     if worker_name:
@@ -59,17 +63,21 @@ def _spawn(module: str, env: dict[str, str], log_path: Path | None) -> subproces
     return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _progress_line(transport: RunTransport, started: float) -> str:
+def _iteration_metrics(transport: RunTransport, episodes_per_iteration: int) -> tuple[int, dict[str, float | str]]:
+    """(iterations done, what the progress display shows) from the trainer's progress hash and
+    the workers' heartbeats in Redis."""
     progress = transport.progress()
     workers = transport.live_workers()
     steps_per_s = sum(float(w.get("steps_per_s", 0)) for w in workers.values())
+    live: dict[str, float | str] = {"workers": str(len(workers)), "steps/s": f"{steps_per_s:,.0f}"}
     if not progress:
-        return f"[{time.monotonic() - started:6.0f}s] waiting for the first iteration… " \
-               f"{len(workers)} worker(s), {steps_per_s:,.0f} steps/s"
-    return (f"[{time.monotonic() - started:6.0f}s] iteration {progress['iteration']}/{progress['max_iterations']}"
-            f" | episodes {progress['episodes']} | reward {float(progress['mean_reward']):.2f}"
-            f" | progress {float(progress['mean_progress']):5.1f}% | laps {float(progress['laps_completed']):.0f}"
-            f" | {len(workers)} worker(s), {steps_per_s:,.0f} steps/s")
+        return 0, live
+    return int(progress["iteration"]), {
+        "reward": float(progress["mean_reward"]),
+        "progress %": float(progress["mean_progress"]),
+        "laps": f"{float(progress['laps_completed']):.0f}/{episodes_per_iteration}",
+        **live,
+    }
 
 
 def train_locally(run: LocalRun, files: RunFiles) -> int:
@@ -94,14 +102,17 @@ def train_locally(run: LocalRun, files: RunFiles) -> int:
             for i in range(run.workers)
         ]
         try:
-            _watch(trainer, transport, started, run.quiet)
+            _watch(trainer, transport, files, run.quiet)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping the trainer and workers (the store keeps every published version)")
             for proc in [trainer, *workers]:
                 proc.send_signal(signal.SIGTERM)
         codes = _wait_all(trainer, workers)
-        status = transport.status()
-        errors = transport.recent_errors()
+        try:
+            status = transport.status()
+            errors = transport.recent_errors()
+        except TransportError as e:  # e.g. a wrong password: the processes' logs say the same
+            status, errors = None, [str(e)]
     failure = status.reason if status and status.state == "failed" else (store.failure() or "")
     _summary(run, store, codes, failure, errors, time.monotonic() - started)
     return 0 if all(code == 0 for code in codes) and not failure and store.is_done() else 1
@@ -116,19 +127,29 @@ def _redis(run: LocalRun) -> Iterator[str]:
             yield url
 
 
-def _watch(trainer: subprocess.Popen[bytes], transport: RunTransport, started: float, quiet: bool) -> None:
-    last = ""
-    while trainer.poll() is None:
-        time.sleep(PROGRESS_EVERY_S)
-        if quiet:
-            continue
-        try:
-            line = _progress_line(transport, started)
-        except (TransportError, KeyError, ValueError):
-            continue
-        if line != last:
-            print(line, flush=True)
-            last = line
+def _watch(trainer: subprocess.Popen[bytes], transport: RunTransport, files: RunFiles, quiet: bool) -> None:
+    """Polls Redis while the trainer runs: a live bar on a terminal, one line per iteration elsewhere."""
+    if quiet:
+        trainer.wait()
+        return
+    episodes_per_iteration = files.hyperparameters.num_episodes_between_training
+    with ProgressDisplay("training", total=files.settings.max_iterations, unit="iteration") as display:
+        display.status("waiting for the first iteration")
+        while trainer.poll() is None:
+            time.sleep(PROGRESS_EVERY_S)
+            _show(display, transport, episodes_per_iteration)
+        _show(display, transport, episodes_per_iteration)  # the last iteration, finished since the last poll
+
+
+def _show(display: ProgressDisplay, transport: RunTransport, episodes_per_iteration: int) -> None:
+    try:
+        completed, metrics = _iteration_metrics(transport, episodes_per_iteration)
+    except (TransportError, KeyError, ValueError):
+        return
+    if completed:
+        display.update(completed, metrics)
+    else:
+        display.status("waiting for the first iteration | " + format_metrics(metrics))
 
 
 def _wait_all(trainer: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]]) -> list[int]:

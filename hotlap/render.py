@@ -1,18 +1,17 @@
 """`hotlap render`: look at what the simulator shows the car.
 
 Drives one car — with a trained model from a store, or with a centre-line pure-pursuit driver —
-and writes one PNG: a strip of camera frames along the drive (what the network sees) above a
-top-down map of the track with the car's trajectory.
+and writes one PNG (matplotlib): a row of camera frames along the drive (what the network sees)
+above a top-down map of the track with the car's trajectory.
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from simulator.env import EnvSettings, VectorRacingEnv
 from simulator.stacking import ObservationStack
@@ -20,23 +19,10 @@ from simulator.track import Track
 
 CAMERAS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS")
 LOOKAHEAD_M = 0.45
-ROAD_RGB = (150, 150, 150)
-GROUND_RGB = (34, 70, 34)
-TRAJECTORY_RGB = (230, 40, 40)
-START_RGB = (40, 120, 255)
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """A minimal PNG writer (8-bit RGB), so rendering needs no imaging library."""
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[row].astype(np.uint8).tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
-                     + chunk(b"IEND", b""))
+ROAD_COLOUR = "#969696"
+GROUND_COLOUR = "#224622"
+TRAJECTORY_COLOUR = "#e62828"
+START_COLOUR = "#2878ff"
 
 
 def pure_pursuit(track: Track, x: np.ndarray, y: np.ndarray, heading_deg: np.ndarray) -> np.ndarray:
@@ -92,51 +78,37 @@ def env_pose(env: VectorRacingEnv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return points[:, 0], points[:, 1], np.degrees(heading_rad)
 
 
-def frame_strip(frames: list[np.ndarray], scale: int = 2) -> np.ndarray:
-    gap = np.full((120 * scale, 4, 3), 255, np.uint8)
-    tiles = []
-    for frame in frames:
-        big = np.kron(frame, np.ones((scale, scale), np.uint8))
-        tiles += [np.repeat(big[:, :, None], 3, axis=2), gap]
-    return np.concatenate(tiles[:-1], axis=1)
-
-
-def track_map(track: Track, trajectory: np.ndarray, width_px: int) -> np.ndarray:
-    lower, upper = track.bounds
-    margin = 0.3
-    lower, upper = lower - margin, upper + margin
-    metres_per_px = (upper[0] - lower[0]) / width_px
-    height_px = int(np.ceil((upper[1] - lower[1]) / metres_per_px))
-    cols, rows = np.meshgrid(np.arange(width_px), np.arange(height_px))
-    xs = lower[0] + (cols + 0.5) * metres_per_px
-    ys = upper[1] - (rows + 0.5) * metres_per_px  # image rows grow downward, y grows up
-    on_road = track.road_mask.contains(np.stack((xs.ravel(), ys.ravel()), axis=1)).reshape(height_px, width_px)
-    image = np.where(on_road[:, :, None], np.array(ROAD_RGB, np.uint8), np.array(GROUND_RGB, np.uint8))
-
-    def plot(points: np.ndarray, rgb: tuple[int, int, int], radius: int) -> None:
-        c = ((points[:, 0] - lower[0]) / metres_per_px).astype(int)
-        r = ((upper[1] - points[:, 1]) / metres_per_px).astype(int)
-        for dr in range(-radius, radius + 1):
-            for dc in range(-radius, radius + 1):
-                rr, cc = r + dr, c + dc
-                ok = (rr >= 0) & (rr < height_px) & (cc >= 0) & (cc < width_px)
-                image[rr[ok], cc[ok]] = rgb
-
-    plot(_densify(track.center, metres_per_px), (255, 255, 255), 0)
-    if len(trajectory):
-        plot(_densify(trajectory, metres_per_px), TRAJECTORY_RGB, 2)
-        plot(trajectory[:1], START_RGB, 5)
-    return image.astype(np.uint8)
-
-
-def _densify(points: np.ndarray, spacing: float) -> np.ndarray:
-    """Points along a polyline no more than `spacing` apart, so plotted lines have no gaps."""
-    if len(points) < 2:
-        return points
-    seg = np.diff(points, axis=0)
-    counts = np.maximum(1, (np.hypot(*seg.T) / spacing).astype(int))
-    parts = [points[i] + np.outer(np.arange(n) / n, seg[i]) for i, n in enumerate(counts)]
-    return np.concatenate([*parts, points[-1:]])
+def render_figure(result: Drive, track: Track, driver: str) -> Figure:
+    """Camera frames along the drive (top row) above a top-down map of the track with the trajectory."""
+    count = max(len(result.frames), 1)
+    fig = Figure(figsize=(max(10.0, 2.6 * count), 10), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(2, count, height_ratios=(1, 3.2))
+    for i, frame in enumerate(result.frames):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(frame, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"frame {i + 1}", fontsize="small")
+        ax.set_axis_off()
+    ax = fig.add_subplot(grid[1, :])
+    ax.set_facecolor(GROUND_COLOUR)
+    for ring, colour in zip(track.road_rings, (ROAD_COLOUR, GROUND_COLOUR), strict=False):
+        ax.fill(ring[:, 0], ring[:, 1], color=colour, zorder=0)
+    for border in (track.inner, track.outer):
+        ax.plot(border[:, 0], border[:, 1], color="white", linewidth=1.5, zorder=1)
+    ax.plot(track.center[:, 0], track.center[:, 1], "--", color="white", linewidth=0.8, zorder=1,
+            label="centre line")
+    if len(result.trajectory):
+        ax.plot(result.trajectory[:, 0], result.trajectory[:, 1], color=TRAJECTORY_COLOUR, linewidth=2.5,
+                zorder=2, label="trajectory")
+        ax.plot(result.trajectory[:1, 0], result.trajectory[:1, 1], "o", color=START_COLOUR, markersize=10,
+                zorder=3, label="start")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.legend(loc="upper right", fontsize="small")
+    ax.set_title(f"{track.name}: {driver}, {len(result.trajectory)} steps, {result.status}, "
+                 f"progress {result.progress:.1f}%")
+    fig.suptitle("What the car's camera sees along the drive (160x120 grayscale), and where it drove")
+    return fig
 
 
 def render_png(track: Track, sensors: tuple[str, ...], output: Path, steps: int = 400, frames: int = 6,
@@ -145,8 +117,6 @@ def render_png(track: Track, sensors: tuple[str, ...], output: Path, steps: int 
                                                 round_robin_advance=0.0, stagger_starts=False),
                           reward_function=lambda params: 1.0)
     result = drive(env, steps, frames, policy, stack_size=stack_size)
-    strip = frame_strip(result.frames)
-    top_down = track_map(env.track, result.trajectory, strip.shape[1])
-    spacer = np.full((8, strip.shape[1], 3), 255, np.uint8)
-    write_png(output, np.concatenate((strip, spacer, top_down), axis=0))
+    driver = "the model" if policy is not None else "centre-line pure pursuit"
+    render_figure(result, env.track, driver).savefig(output)
     return result

@@ -16,7 +16,7 @@ import yaml
 from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
 from shared.run_files import RunFiles, new_run_nonce, read_run_nonce, save_run_files, write_run_nonce
 from shared.store import ModelStore, ObjectNotFound, S3Store, sha256
-from simulator.reward import RewardFunctionError, load_reward_function
+from simulator.reward import RewardFunctionError, decode_reward_source, load_reward_function
 from simulator.track import TrackError, read_user_track
 
 REWARD_FILE = "reward_function.py"
@@ -58,39 +58,65 @@ class UserFiles:
 
 
 def _read(path: Path | None, default_name: str) -> tuple[str, str]:
-    """(text, name used in messages) of a user file, or of the embedded default."""
+    """(text, name used in messages) of a user file, or of the embedded default.
+
+    The reward function is decoded as Python imports it (a byte-order mark or a coding line works,
+    as on DeepRacer); the JSON files as UTF-8, as the simapp's ``json.load`` reads them.
+    """
     if path is None:
-        text = resources.files("hotlap.defaults").joinpath(default_name).read_text()
+        text = resources.files("hotlap.defaults").joinpath(default_name).read_text(encoding="utf-8")
         return text, f"{default_name} (hotlap default)"
     try:
-        return path.read_text(), str(path)
+        data = path.read_bytes()
     except OSError as e:
         raise SeedError(f"{path}: cannot read: {e.strerror}") from e
+    if default_name == REWARD_FILE:
+        try:
+            return decode_reward_source(data, str(path)), str(path)
+        except RewardFunctionError as e:
+            raise SeedError(str(e)) from e
+    try:
+        return data.decode("utf-8"), str(path)
     except UnicodeDecodeError as e:
         raise SeedError(f"{path}: not UTF-8 text: {e}") from e
+
+
+def _parse(texts: dict[str, tuple[str, str]], settings: RunSettings,
+           problems: list[str]) -> tuple[ModelMetadata | None, Hyperparameters | None, str]:
+    """Validate the files that could be read; each problem is appended to ``problems``."""
+    metadata = hyperparameters = None
+    if METADATA_FILE in texts:
+        try:
+            metadata = ModelMetadata.parse(*texts[METADATA_FILE])
+        except ConfigError as e:
+            problems.append(str(e))
+    if HYPERPARAMETERS_FILE in texts:
+        try:
+            hyperparameters = Hyperparameters.parse(*texts[HYPERPARAMETERS_FILE])
+        except ConfigError as e:
+            problems.append(str(e))
+    reward_text = ""
+    if REWARD_FILE in texts:
+        reward_text, reward_name = texts[REWARD_FILE]
+        try:
+            load_reward_function(reward_text, reward_name, time_limit_s=settings.reward_time_limit_s)
+        except RewardFunctionError as e:
+            problems.append(str(e))
+    return metadata, hyperparameters, reward_text
 
 
 def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations: int | None = None,
                       episodes_per_iteration: int | None = None) -> RunFiles:
     """Read and validate everything; raise one SeedError listing every problem of every file."""
     problems: list[str] = []
-    metadata_text, metadata_name = _read(files.model_metadata, METADATA_FILE)
-    hp_text, hp_name = _read(files.hyperparameters, HYPERPARAMETERS_FILE)
-    reward_text, reward_name = _read(files.reward_function, REWARD_FILE)
-
-    metadata = hyperparameters = None
-    try:
-        metadata = ModelMetadata.parse(metadata_text, metadata_name)
-    except ConfigError as e:
-        problems.append(str(e))
-    try:
-        hyperparameters = Hyperparameters.parse(hp_text, hp_name)
-    except ConfigError as e:
-        problems.append(str(e))
-    try:
-        load_reward_function(reward_text, reward_name, time_limit_s=settings.reward_time_limit_s)
-    except RewardFunctionError as e:
-        problems.append(str(e))
+    texts: dict[str, tuple[str, str]] = {}
+    for path, default_name in ((files.model_metadata, METADATA_FILE), (files.hyperparameters, HYPERPARAMETERS_FILE),
+                               (files.reward_function, REWARD_FILE)):
+        try:  # a file that cannot be read is one problem among the others, not the only one reported
+            texts[default_name] = _read(path, default_name)
+        except SeedError as e:
+            problems.append(str(e))
+    metadata, hyperparameters, reward_text = _parse(texts, settings, problems)
     track_npy = None
     try:
         track, track_npy = read_user_track(settings.track)

@@ -40,9 +40,15 @@ log = logging.getLogger("hotlap.config")
 MAX_STEERING_DEG = 30.0
 MIN_SPEED = 0.1
 MAX_SPEED = 4.0
+# DeepRacer calls the reward function with no time limit while training; the only limit a racer meets is
+# the reward-function validator's 5 s per call (simapp reward_func_validator/constants.py; deepracer-formats.md
+# §1.1). A function may well spend a second on its first call (importing scipy, fitting a racing line).
+REWARD_TIME_LIMIT_S = 5.0
 
 CAMERA_SENSORS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS", "LEFT_CAMERA", "observation")
 LIDAR_SENSORS = ("LIDAR", "SECTOR_LIDAR", "DISCRETIZED_SECTOR_LIDAR")
+# model_metadata.json files before this version carry no sensor list DeepRacer reads (§2).
+LEGACY_SENSOR_VERSION = 2.0
 SUPPORTED_SENSORS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS", "LIDAR", "SECTOR_LIDAR")
 NETWORKS = (
     "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW",
@@ -168,6 +174,25 @@ class LidarConfig(BaseModel):
         return value
 
 
+def _version_number(data: dict[str, Any]) -> float:
+    """model_metadata.json's ``version`` as the simapp reads it; 0 when absent or not a number
+    (the simapp then assumes 1, or the version field's validator names the problem)."""
+    try:
+        return float(data["version"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def _sensor_ignored_by_version(data: Any) -> bool:
+    """Whether DeepRacer ignores this model_metadata.json's ``sensor`` (version before 2; §2)."""
+    if not isinstance(data, dict) or "version" not in data or "sensor" not in data:
+        return False
+    try:
+        return float(data["version"]) < LEGACY_SENSOR_VERSION
+    except (TypeError, ValueError):
+        return False  # the version field's validator names the problem
+
+
 class ModelMetadata(BaseModel):
     """DeepRacer's model_metadata.json (simapp keys and defaults)."""
 
@@ -181,6 +206,21 @@ class ModelMetadata(BaseModel):
     version: str = "5"
     lidar_config: LidarConfig | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_version_drives_the_camera(cls, data: Any) -> Any:
+        """DeepRacer reads ``sensor`` only from files of version 2 or later; an older file's car
+        drives the camera alone ("observation"), whatever ``sensor`` says (simapp
+        ``model_metadata.py::parse_model_metadata``: ``float(version) >= 2``; deepracer-formats.md §2)."""
+        if _sensor_ignored_by_version(data):
+            return {**data, "sensor": ["observation"]}
+        if isinstance(data, dict) and "sensor" not in data and _version_number(data) >= LEGACY_SENSOR_VERSION:
+            # the simapp reads data["sensor"] for version >= 2 and fails without it; a file that
+            # trained here must also load on DeepRacer (and on the car)
+            raise ValueError(f"sensor: missing; version {data['version']!r} files list their sensors "
+                             "(DeepRacer fails without it), e.g. \"sensor\": [\"FRONT_FACING_CAMERA\"]")
+        return data
+
     @field_validator("action_space_type", "training_algorithm", mode="before")
     @classmethod
     def _normalise_token(cls, value: Any) -> Any:
@@ -190,7 +230,11 @@ class ModelMetadata(BaseModel):
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
+            value = str(value)
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"version {value!r} is not a number (DeepRacer reads it with float())") from None
         return value
 
     @field_validator("training_algorithm")
@@ -248,6 +292,9 @@ class ModelMetadata(BaseModel):
         if isinstance(data, dict) and "action_space" not in data:
             raise ConfigError(source, ["action_space: no action space defined"])
         metadata: ModelMetadata = _validate(cls, data, source)
+        if _sensor_ignored_by_version(data):
+            log.warning("%s: version %s is before 2, so DeepRacer ignores 'sensor' %s and the car drives the "
+                        "camera alone; so does hotlap", source, data["version"], data["sensor"])
         outside = metadata.outside_limits()
         if outside:
             log.warning("%s: action values outside DeepRacer's limits are clipped when driving to steering "
@@ -425,7 +472,7 @@ class RunSettings(BaseModel):
     cars_per_worker: int = Field(1, ge=1, le=1024, alias="CARS_PER_WORKER")
     schedule: Literal["sync", "async"] = Field("sync", alias="SCHEDULE")
     max_staleness: int = Field(1, ge=0, alias="MAX_STALENESS")
-    reward_time_limit_s: float = Field(1.0, gt=0.0, alias="REWARD_TIME_LIMIT_S")
+    reward_time_limit_s: float = Field(REWARD_TIME_LIMIT_S, gt=0.0, alias="REWARD_TIME_LIMIT_S")
     # None: DeepRacer's cap for the network (max_steps_per_iteration()).
     max_steps_per_iteration: int | None = Field(None, ge=1, alias="MAX_STEPS_PER_ITERATION")
 
@@ -471,6 +518,9 @@ class ServiceConfig(BaseModel):
     log_level: str = Field("INFO", alias="HOTLAP_LOG_LEVEL")
     # A run that ended (done or failed) keeps its Redis keys this long, then they expire.
     finished_run_ttl_s: int = Field(7 * 24 * 3600, ge=1, alias="HOTLAP_FINISHED_RUN_TTL_S")
+    log_format: Literal["text", "json"] = Field("text", alias="HOTLAP_LOG_FORMAT")
+    # How long a transient Redis/store outage is waited out (capped backoff) before the run fails.
+    retry_give_up_s: float = Field(300.0, gt=0.0, alias="HOTLAP_RETRY_GIVE_UP_S")
 
     @field_validator("run_id")
     @classmethod
@@ -523,6 +573,20 @@ class TrainerConfig(ServiceConfig):
     seed: int = Field(0, alias="HOTLAP_SEED")
     # One trainer per run: the lease expires this long after its holder stopped renewing it.
     lease_s: float = Field(10.0, ge=1.0, le=600.0, alias="HOTLAP_TRAINER_LEASE_S")
+    tensorboard_dir: str | None = Field(None, alias="HOTLAP_TENSORBOARD_DIR")
+    # Checkpoint retention: the store keeps the weights of the last `keep_versions` versions plus the
+    # best one and the pinned ones, and the optimizer state of the latest only. DeepRacer keeps
+    # NUM_MODELS_TO_KEEP = 4 plus the best (deepracer-formats.md §6).
+    keep_versions: int = Field(4, ge=1, alias="HOTLAP_KEEP_VERSIONS")
+    pinned_versions: frozenset[int] = Field(frozenset(), alias="HOTLAP_PINNED_VERSIONS")
+
+    @field_validator("pinned_versions", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """`HOTLAP_PINNED_VERSIONS=3,7` (the environment is text)."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 # Observation shapes per sensor: the contract between the simulator's renderers and the networks.
@@ -532,6 +596,14 @@ SENSOR_SHAPES: dict[str, tuple[int, ...]] = {
     "STEREO_CAMERAS": (2, *CAMERA_SHAPE),
     "LIDAR": (64,),
     "SECTOR_LIDAR": (8,),
+}
+
+# Per-step dtypes of those observations: camera frames are grayscale bytes, lidar ranges floats.
+SENSOR_DTYPES: dict[str, str] = {
+    "FRONT_FACING_CAMERA": "uint8",
+    "STEREO_CAMERAS": "uint8",
+    "LIDAR": "float32",
+    "SECTOR_LIDAR": "float32",
 }
 
 

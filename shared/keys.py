@@ -78,6 +78,11 @@ class RunKeys:
         return f"{self.prefix}:trainer_lease"
 
     @property
+    def accounting(self) -> str:
+        """Hash of counters: produced (workers), consumed (trainer), dropped_<reason>, reissued."""
+        return f"{self.prefix}:accounting"
+
+    @property
     def errors(self) -> str:
         """List of recent error reports (reward function errors, corrupt messages) for the user."""
         return f"{self.prefix}:errors"

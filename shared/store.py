@@ -3,6 +3,8 @@ folder), both laid out like a DeepRacer model prefix (see docs/architecture.md).
 
 Model versions are immutable: `model/<version>/` holds the weights and a manifest with their
 sha256, written first; `model/latest.json` is written last, so a reader never sees half a model.
+Old versions are pruned as DeepRacer prunes checkpoints (`prune_versions`), strictly after the
+pointer names a newer one; a reader whose version vanished falls forward to the latest.
 """
 
 from __future__ import annotations
@@ -31,17 +33,40 @@ CHECKPOINTS_INDEX = "model/deepracer_checkpoints.json"
 EPISODE_LOG = "logs/episodes.csv"
 # rl_coach's episode CSV of the agent main_level/agent in graph multi_agent_graph (deepracer-formats.md §5.4).
 COACH_EPISODE_LOG = "logs/rl_coach/multi_agent_graph.main_level.agent_0.csv"
+ACCOUNTING_LOG = "logs/accounting.json"
 WEIGHTS_FILE = "policy.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 MANIFEST_FILE = "manifest.json"
 
 
+# S3 error codes that say "not now": throttling, timeouts, server-side trouble. Every other
+# client error (AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket, ...) is permanent.
+TRANSIENT_S3_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded",
+    "TooManyRequestsException", "RequestTimeout", "RequestTimeoutException", "InternalError",
+    "ServiceUnavailable", "PriorRequestNotComplete",
+})
+
+
 class StoreError(RuntimeError):
-    """The store could not be read or written; the message names the store URL and key."""
+    """The store could not be read or written; the message names the store URL and key.
+
+    `transient` is True when waiting may help (connection trouble, timeouts, 5xx, throttling)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class ObjectNotFound(StoreError):
     pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int  # bytes
+    modified: float  # seconds since the epoch
 
 
 class ObjectStore(Protocol):
@@ -50,8 +75,14 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]: ...
     def list(self, prefix: str = "") -> list[str]: ...
-    def delete(self, keys: Sequence[str]) -> None: ...
+    def delete(self, keys: str | Sequence[str]) -> None: ...
+
+
+def _key_list(keys: str | Sequence[str]) -> list[str]:
+    """One key or many (a bare string is one key, not a sequence of one-letter keys)."""
+    return [keys] if isinstance(keys, str) else list(keys)
 
 
 class LocalStore:
@@ -89,18 +120,33 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Like `list`, with each object's size and modification time."""
+        found = []
+        for key in self.list(prefix):
+            try:
+                stat = (self.root / key).stat()
+            except FileNotFoundError:
+                continue  # removed since the listing
+            found.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
+        return found
+
+    def delete(self, keys: str | Sequence[str]) -> None:
+        """Remove objects (absent is fine), and each one's folder once empty."""
+        for key in _key_list(keys):
+            path = self._path(key)
+            try:
+                path.unlink(missing_ok=True)
+                if path.parent != self.root.resolve() and not any(path.parent.iterdir()):
+                    path.parent.rmdir()
+            except OSError as e:
+                raise StoreError(f"{self.url}: cannot delete {key}: {e}") from e
+
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.exists():
             return []
         keys = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()]
         return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
-
-    def delete(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            try:
-                self._path(key).unlink(missing_ok=True)
-            except OSError as e:
-                raise StoreError(f"{self.url}: cannot delete {key}: {e}") from e
 
 
 class S3Store:
@@ -122,7 +168,8 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, key: str, func: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, SSLError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         try:
             return func(Bucket=self.bucket, **kwargs)
@@ -130,9 +177,14 @@ class S3Store:
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ObjectNotFound(f"{self.url}: no object {key}") from e
-            raise StoreError(f"{self.url}: cannot {what} {key}: {code} {e}") from e
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            transient = code in TRANSIENT_S3_CODES or status >= 500 or status == 429
+            raise StoreError(f"{self.url}: cannot {what} {key}: {code} {e}", transient) from e
         except BotoCoreError as e:
-            raise StoreError(f"{self.url}: cannot {what} {key}: {e}") from e
+            # Connection refused/reset and connect/read timeouts are worth waiting out; a bad
+            # certificate, missing credentials or bad parameters will not get better by waiting.
+            transient = isinstance(e, BotoConnectionError | HTTPClientError) and not isinstance(e, SSLError)
+            raise StoreError(f"{self.url}: cannot {what} {key}: {e}", transient) from e
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
@@ -161,22 +213,26 @@ class S3Store:
         except ObjectNotFound:
             return False
 
-    def list(self, prefix: str = "") -> list[str]:
-        keys: list[str] = []
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Like `list`, with each object's size and modification time."""
+        found: list[ObjectInfo] = []
         token: str | None = None
         base = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
         while True:
             kwargs: dict[str, Any] = {"Prefix": base}
             if token:
                 kwargs["ContinuationToken"] = token
             page = self._call("list", prefix, self.client.list_objects_v2, **kwargs)
-            strip = len(self.prefix) + 1 if self.prefix else 0
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+            found.extend(ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].timestamp())
+                         for obj in page.get("Contents", []))
             if not page.get("IsTruncated"):
-                return sorted(keys)
+                return sorted(found, key=lambda info: info.key)
             token = page.get("NextContinuationToken")
 
-    def delete(self, keys: Sequence[str]) -> None:
+    def delete(self, keys: str | Sequence[str]) -> None:
+        """Remove objects (absent is fine), up to 1000 per DeleteObjects request."""
+        keys = _key_list(keys)
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             chunk = keys[start:start + 1000]
             reply = self._call("delete", f"{len(chunk)} objects", self.client.delete_objects,
@@ -185,6 +241,9 @@ class S3Store:
                 first = reply["Errors"][0]
                 raise StoreError(f"{self.url}: cannot delete {first.get('Key')}: {first.get('Code')} "
                                  f"{first.get('Message', '')}")
+
+    def list(self, prefix: str = "") -> list[str]:
+        return [info.key for info in self.list_info(prefix)]
 
 
 def open_store(url: str, s3_endpoint_url: str | None = None) -> LocalStore | S3Store:
@@ -262,6 +321,8 @@ class ModelStore:
         return version
 
     def load_version(self, version: int, with_optimizer: bool = False) -> ModelVersion:
+        """Raises ObjectNotFound when the version does not exist (or was pruned), StoreError when a
+        file does not match its manifest. The optimizer state is None where it was pruned."""
         base = f"model/{version}"
         try:
             manifest = json.loads(self.objects.get(f"{base}/{MANIFEST_FILE}"))
@@ -270,8 +331,22 @@ class ModelStore:
         weights = self._verified(base, WEIGHTS_FILE, manifest)
         optimizer = None
         if with_optimizer and OPTIMIZER_FILE in manifest.get("files", {}):
-            optimizer = self._verified(base, OPTIMIZER_FILE, manifest)
+            try:
+                optimizer = self._verified(base, OPTIMIZER_FILE, manifest)
+            except ObjectNotFound:
+                optimizer = None  # kept for the latest version only
         return ModelVersion(version, manifest, weights, optimizer)
+
+    def load_version_or_latest(self, version: int) -> ModelVersion:
+        """`version`, or the latest one when `version` was pruned meanwhile (a slow reader of an
+        old announcement). The returned ModelVersion says which version it is."""
+        try:
+            return self.load_version(version)
+        except ObjectNotFound:
+            latest = self.latest_version()
+            if latest is None or latest == version:
+                raise
+            return self.load_version(latest)
 
     def _verified(self, base: str, name: str, manifest: dict[str, Any]) -> bytes:
         data = self.objects.get(f"{base}/{name}")
@@ -281,12 +356,40 @@ class ModelStore:
         return data
 
     def list_versions(self) -> list[int]:
-        versions = set()
+        """Versions with a manifest (complete, not pruned), ascending."""
+        return sorted(v for v, names in self._version_files().items() if MANIFEST_FILE in names)
+
+    def _version_files(self) -> dict[int, set[str]]:
+        files: dict[int, set[str]] = {}
         for key in self.objects.list("model/"):
             parts = key.split("/")
-            if len(parts) == 3 and parts[1].isdigit() and parts[2] == MANIFEST_FILE:
-                versions.add(int(parts[1]))
-        return sorted(versions)
+            if len(parts) == 3 and parts[1].isdigit():
+                files.setdefault(int(parts[1]), set()).add(parts[2])
+        return files
+
+    def prune_versions(self, latest: int, keep_last: int, keep: set[int]) -> list[int]:
+        """DeepRacer's checkpoint retention (deepracer-formats.md §6: the last NUM_MODELS_TO_KEEP = 4
+        plus the best): delete every version but the last `keep_last` up to `latest` and those in
+        `keep` (the best, pinned ones), and the optimizer state of every version but `latest`.
+
+        Call it only after the pointer names `latest`: nothing it deletes is then reachable from
+        the pointer. A version's manifest goes first, so a half-deleted version is never listed
+        or loaded; leftovers of an interrupted prune are removed by the next one. Returns the
+        versions deleted.
+        """
+        kept = set(range(latest - keep_last + 1, latest + 1)) | keep
+        pruned = []
+        for version, names in sorted(self._version_files().items()):
+            if version > latest:
+                continue  # published after `latest` by someone else: not ours to judge
+            base = f"model/{version}"
+            if version not in kept:
+                for name in sorted(names, key=lambda n: n != MANIFEST_FILE):  # manifest first
+                    self.objects.delete(f"{base}/{name}")
+                pruned.append(version)
+            elif version != latest and OPTIMIZER_FILE in names:
+                self.objects.delete(f"{base}/{OPTIMIZER_FILE}")
+        return pruned
 
     # ------------------------------------------------------------ run end
 

@@ -1,22 +1,27 @@
 """A thin Redis layer: the experience stream, model-version announcements, run status,
 episode tickets and worker heartbeats of one run.
 
-The client is built from a URL with deliberate timeouts; every key comes from `RunKeys`;
-connection trouble surfaces as `TransportError` for callers to retry with `Backoff`.
+The client is built from a URL with deliberate timeouts; every key comes from `RunKeys`.
+Every Redis failure surfaces as one `TransportError` naming the server (password redacted) and
+saying whether it is transient (connection refused/reset, timeouts, LOADING, BUSY: worth a retry,
+see `shared.service.ServiceLoop.retrying`) or permanent (NOAUTH/WRONGPASS, WRONGTYPE, NOGROUP,
+OOM, ...: retrying cannot fix it, the run fails with that one line).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from shared.experience import Experience, MessageError
+from shared.experience import HEADER_FIELD, MAX_PAYLOAD_BYTES, PAYLOAD_FIELD, Experience, MessageError
 from shared.keys import RunKeys
 
 log = logging.getLogger(__name__)
@@ -33,10 +38,28 @@ DEFAULT_STREAM_LIMIT = 2000
 
 RUN_STATES = ("starting", "running", "done", "failed")
 FINISHED_STATES = ("done", "failed")
+# Why the trainer dropped a message: played with a version it no longer trains (stale), not
+# decodable (corrupt), bigger than the run allows (oversize), decodable but not this run's
+# observation/action spec (invalid), or past DeepRacer's per-iteration step cap (over_cap).
+# Each is a counter `dropped_<reason>` in the accounting hash.
+DROP_REASONS = ("stale", "corrupt", "oversize", "invalid", "over_cap")
+ACCOUNTING_FIELDS = ("produced", "consumed", *(f"dropped_{r}" for r in DROP_REASONS), "reissued")
+
+
+# Error replies that say "not now" rather than "never": the server is loading its data set,
+# busy running a script, or (replicas) has lost its primary. Every other error reply is permanent.
+TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN")
 
 
 class TransportError(RuntimeError):
-    """Redis could not be reached or answered with an error."""
+    """Redis could not be reached or answered with an error; the message names the server.
+
+    `transient` is True when waiting may help (connection refused/reset, timeouts, LOADING, BUSY).
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def redis_from_url(url: str, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
@@ -44,34 +67,39 @@ def redis_from_url(url: str, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.
 
     A password in the URL (`redis://:PASSWORD@host:6379/0`, percent-encoded if it holds
     `@ : /`) is sent with AUTH; it never appears in hotlap's messages (`shared.config.redact_url`).
+
+    redis-py retries once at once on a fresh connection (a pooled connection the server closed
+    while idle); waiting out an outage is the caller's policy (`ServiceLoop.retrying`), not two
+    nested retry loops.
     """
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=5.0,
         health_check_interval=30,
+        retry=Retry(NoBackoff(), 1),
     )
 
 
-class Backoff:
-    """Capped exponential backoff with jitter; `reset()` after a success."""
+def describe_client(client: Any) -> str:
+    """The server a client talks to, as a URL with the user-info replaced by `***` (it goes into logs)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    auth = "***@" if kwargs.get("password") or kwargs.get("username") else ""  # as shared.config.redact_url
+    if "path" in kwargs:
+        return f"unix://{auth}{kwargs['path']}"
+    return f"redis://{auth}{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
-    def __init__(self, base_s: float = 0.2, cap_s: float = 10.0, sleep: Callable[[float], None] = time.sleep):
-        self.base_s, self.cap_s, self._sleep = base_s, cap_s, sleep
-        self.attempt = 0
 
-    def next_delay(self) -> float:
-        delay = min(self.cap_s, self.base_s * 2**self.attempt)
-        self.attempt += 1
-        return delay * (0.5 + random.random() / 2)
-
-    def wait(self) -> float:
-        delay = self.next_delay()
-        self._sleep(delay)
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
+def is_transient(error: redis.exceptions.RedisError) -> bool:
+    """Worth retrying? Authentication and permission errors are ConnectionErrors to redis-py, but
+    permanent; LOADING is a ConnectionError too, and transient."""
+    if isinstance(error, redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError):
+        return False
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return True
+    if isinstance(error, redis.exceptions.ResponseError):
+        return str(error).split(" ", 1)[0] in TRANSIENT_REPLIES
+    return False
 
 
 @dataclass(frozen=True)
@@ -91,23 +119,50 @@ class Delivery:
     entry_id: bytes
     experience: Experience | None
     error: str | None = None
+    reason: str = ""  # "corrupt" or "oversize" when experience is None
 
 
 def _wrap_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except redis.exceptions.ConnectionError as e:
-            raise TransportError(f"Redis unreachable: {e}") from e
-        except redis.exceptions.TimeoutError as e:
-            raise TransportError(f"Redis timed out: {e}") from e
-        except redis.exceptions.ResponseError as e:
-            raise TransportError(f"Redis error: {e}") from e
+    """Turn every redis-py error of a RunTransport method into one classified TransportError."""
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
+    @functools.wraps(func)
+    def wrapper(self: RunTransport, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(self, *args, **kwargs)
+        except redis.exceptions.RedisError as e:
+            transient = is_transient(e)
+            if transient and isinstance(e, redis.exceptions.TimeoutError):
+                what = "timed out"
+            elif transient and isinstance(e, redis.exceptions.ConnectionError):
+                what = "unreachable"
+            else:
+                what = "refused"
+            raise TransportError(f"Redis at {self.url} {what}: {type(e).__name__}: {e}", transient) from e
+
     return wrapper
 
+
+# Append one experience message and count it as produced, in one step, unless the run is over:
+# once the status says done/failed nothing more enters the stream, so what is in it at the end
+# is exactly what the trainer still has to account for. Returns the entry id, or false.
+_PUSH_EXPERIENCE = """
+local state = redis.call('HGET', KEYS[2], 'state')
+if state == 'done' or state == 'failed' then return false end
+local id = redis.call('XADD', KEYS[1], '*', 'header', ARGV[1], 'payload', ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'produced', 1)
+return id
+"""
+
+# Hand out again the tickets of a version that were claimed but whose episodes never arrived,
+# and count them as re-issued.
+_REISSUE_TICKETS = """
+local claimed = tonumber(redis.call('HGET', KEYS[1], 'claimed') or '0')
+local received = tonumber(ARGV[1])
+if claimed <= received then return 0 end
+redis.call('HSET', KEYS[1], 'claimed', received)
+redis.call('HINCRBY', KEYS[2], 'reissued', claimed - received)
+return claimed - received
+"""
 
 # Claim one episode ticket of a version: -1 while the trainer has not opened the version,
 # 0 when its quota is used up, else the ticket number.
@@ -154,6 +209,7 @@ class RunTransport:
         seconds (None: never)."""
         # redis-py's stubs type replies as bytes | str | Any; replies here are bytes (decode_responses off).
         self.client: Any = client
+        self.url = describe_client(client)  # for messages; never holds the password
         self.run_id = run_id
         self.keys = RunKeys(run_id, nonce)
         self.stream_limit = stream_limit
@@ -162,6 +218,8 @@ class RunTransport:
         self._set_status = client.register_script(_SET_STATUS)
         self._renew_lease = client.register_script(_RENEW_LEASE)
         self._release_lease = client.register_script(_RELEASE_LEASE)
+        self._push = client.register_script(_PUSH_EXPERIENCE)
+        self._reissue = client.register_script(_REISSUE_TICKETS)
 
     @classmethod
     def from_url(cls, url: str, run_id: str, *, nonce: str = "", finished_ttl_s: int | None = None) -> RunTransport:
@@ -191,17 +249,24 @@ class RunTransport:
         return int(self.client.xlen(self.keys.experience))
 
     @_wrap_errors
-    def push_experience(self, experience: Experience) -> bytes:
-        """Append one message. The stream is never trimmed (that would lose work);
-        callers check `backlog()` against `stream_limit` to apply back-pressure."""
-        entry_id: bytes = self.client.xadd(self.keys.experience, experience.encode())
-        return entry_id
+    def push_experience(self, experience: Experience) -> bytes | None:
+        """Append one message and count it as produced; None when the run is already over (done
+        or failed), so nothing enters the stream after the trainer's final accounting. The stream
+        is never trimmed (that would lose work); callers check `backlog()` against `stream_limit`."""
+        fields = experience.encode()
+        entry_id: bytes | None = self._push(
+            keys=[self.keys.experience, self.keys.status, self.keys.accounting],
+            args=[fields[HEADER_FIELD], fields[PAYLOAD_FIELD]],
+        )
+        return entry_id or None
 
     @_wrap_errors
     def read_experience(self, consumer: str, count: int, block_ms: int = READ_BLOCK_MS,
-                        pending_after: bytes | None = None) -> list[Delivery]:
+                        pending_after: bytes | None = None,
+                        max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> list[Delivery]:
         """Read new entries; or, with `pending_after` set, this consumer's delivered-but-unacked
-        entries with ids after it (b"0" for all), which is how a restarted trainer resumes."""
+        entries with ids after it (b"0" for all), which is how a restarted trainer resumes.
+        A message bigger than `max_payload_bytes` comes back undecoded, with reason "oversize"."""
         start = ">" if pending_after is None else pending_after
         pending = pending_after is not None
         reply = self.client.xreadgroup(
@@ -211,27 +276,51 @@ class RunTransport:
         deliveries = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                deliveries.append(self._decode(entry_id, fields))
+                deliveries.append(self._decode(entry_id, fields, max_payload_bytes))
         return deliveries
 
     @staticmethod
-    def _decode(entry_id: bytes, fields: dict[bytes, bytes] | None) -> Delivery:
+    def _decode(entry_id: bytes, fields: dict[bytes, bytes] | None, max_payload_bytes: int) -> Delivery:
         if not fields:  # pending entry whose data was deleted
-            return Delivery(entry_id, None, "entry has no fields (deleted)")
+            return Delivery(entry_id, None, "entry has no fields (deleted)", "corrupt")
         try:
-            return Delivery(entry_id, Experience.decode(fields))
+            return Delivery(entry_id, Experience.decode(fields, max_payload_bytes))
         except MessageError as e:
-            return Delivery(entry_id, None, str(e))
+            return Delivery(entry_id, None, str(e), e.reason)
 
     @_wrap_errors
-    def acknowledge(self, entry_ids: list[bytes]) -> None:
-        """Ack and delete: consumed experience must not pile up in Redis memory."""
+    def acknowledge(self, entry_ids: list[bytes], outcome: str = "consumed") -> None:
+        """Ack and delete, and count the entries under `outcome` ("consumed" or "dropped_<reason>")
+        in the same transaction, so a trainer that dies in between never counts an entry twice.
+        Deleting matters too: consumed experience must not pile up in Redis memory."""
+        if outcome not in ACCOUNTING_FIELDS:
+            raise ValueError(f"unknown accounting field {outcome!r}")
         if not entry_ids:
             return
         pipe = self.client.pipeline()
         pipe.xack(self.keys.experience, TRAINER_GROUP, *entry_ids)
         pipe.xdel(self.keys.experience, *entry_ids)
+        pipe.hincrby(self.keys.accounting, outcome, len(entry_ids))
         pipe.execute()
+
+    @_wrap_errors
+    def drop_remaining(self, reason: str = "stale", batch: int = 500) -> int:
+        """Drop (ack, delete, count as `dropped_<reason>`) every entry left in the stream, delivered
+        or not. Called once the run is over, when `push_experience` accepts nothing more."""
+        dropped = 0
+        while True:
+            entries = self.client.xrange(self.keys.experience, count=batch)
+            if not entries:
+                return dropped
+            self.acknowledge([entry_id for entry_id, _ in entries], f"dropped_{reason}")
+            dropped += len(entries)
+
+    @_wrap_errors
+    def accounting(self) -> dict[str, int]:
+        """The run's counters (every field of ACCOUNTING_FIELDS, 0 when never incremented)."""
+        raw = self.client.hgetall(self.keys.accounting)
+        counts = {k.decode(): int(v) for k, v in raw.items()}
+        return {name: counts.get(name, 0) for name in ACCOUNTING_FIELDS}
 
     # ------------------------------------------------------------ model versions
 
@@ -256,9 +345,10 @@ class RunTransport:
         self.client.hsetnx(self.keys.tickets(version), "claimed", 0)
 
     @_wrap_errors
-    def reissue_tickets(self, version: int, received: int) -> None:
-        """Hand out again the tickets of episodes that never arrived (their worker died)."""
-        self.client.hset(self.keys.tickets(version), "claimed", received)
+    def reissue_tickets(self, version: int, received: int) -> int:
+        """Hand out again the tickets of episodes that never arrived (their worker died);
+        returns how many, which the accounting counts as re-issued."""
+        return int(self._reissue(keys=[self.keys.tickets(version), self.keys.accounting], args=[received]))
 
     @_wrap_errors
     def claim_ticket(self, version: int) -> int:

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from collections.abc import Sequence
 
 from shared.config import ConfigError, WorkerConfig
 from shared.logs import setup_logging
+from shared.settings_doc import settings_help
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport
 from simulator.worker import SimulatorWorker
 
 
-def main() -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`--help` lists the environment variables this process reads (it takes no other arguments)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator", description=__doc__,
+        epilog=settings_help(WorkerConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parse_args(argv)
     try:
         config = WorkerConfig.from_env()
     except ConfigError as e:
         print(f"simulator: {e}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level, f"simulator {config.worker_name}")
+    setup_logging(config.log_level, f"simulator {config.worker_name}", config.log_format)
     transport = RunTransport.from_url(config.redis_url, config.run_id, finished_ttl_s=config.finished_run_ttl_s)
     store = ModelStore(open_store(config.store_url, config.s3_endpoint_url))
     return SimulatorWorker(config, transport, store).run()

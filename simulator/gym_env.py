@@ -1,11 +1,24 @@
-"""Thin gymnasium wrappers around :class:`simulator.env.VectorRacingEnv`.
+"""Thin gymnasium wrappers around :class:`simulator.env.VectorRacingEnv`, following gymnasium's conventions.
 
 - :class:`HotlapRacingEnv`: one car, a ``gymnasium.Env`` (passes ``check_env``).
 - :class:`HotlapVectorEnv`: K cars, a ``gymnasium.vector.VectorEnv`` with next-step autoreset.
+- Registered as ``hotlap/DeepRacer-v0`` (importing this module registers it)::
 
-Observations are a ``Dict`` space with one entry per DeepRacer sensor name. Actions are
-either discrete (an index into a list of ``(steering_deg, speed)`` pairs, like a DeepRacer
-discrete action space) or continuous ``[steering_deg, speed]`` within low/high bounds.
+      env = gymnasium.make("simulator.gym_env:hotlap/DeepRacer-v0", track="Oval_track")
+      envs = gymnasium.make_vec("simulator.gym_env:hotlap/DeepRacer-v0", num_envs=8,
+                                vectorization_mode="vector_entry_point")
+
+  Keyword arguments of the classes below are the options; the registered defaults are DeepRacer's
+  default model (front camera, the 5 discrete actions of ``hotlap/defaults/model_metadata.json``).
+
+Observations are a ``Dict`` space with one entry per DeepRacer sensor name. Cameras are images
+in gymnasium's (and Stable-Baselines3's) layout, height x width x channels uint8:
+FRONT_FACING_CAMERA (120, 160, 1), STEREO_CAMERAS (120, 160, 2) (left, right lens). Lidars are
+float32 vectors. Actions are either discrete (an index into a list of ``(steering_deg, speed)``
+pairs, like a DeepRacer discrete action space) or continuous, normalised to ``[-1, 1]`` as
+gymnasium recommends: -1..1 maps linearly onto ``action_low``..``action_high`` (steering deg,
+speed m/s). The per-step ``info`` holds the car's state (``status``, ``episode_number``, ``steps``,
+``x``, ``y``, ...); the key ``episode`` is left to gymnasium's ``RecordEpisodeStatistics``.
 As in DeepRacer, the first step of every episode is the ``prepare`` step: the car does
 not move and the reward is 0. ``reset(seed=s)`` restarts the env's random stream, its
 round-robin start positions and its clock, so a seeded episode is reproducible.
@@ -30,12 +43,19 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from simulator.env import EnvSettings, RewardCallable, StepResult, VectorRacingEnv
-from simulator.reward import load_reward_functions
+from simulator.reward import decode_reward_source, load_reward_functions
 from simulator.sensors import CAMERA_SENSORS, LIDAR, LIDAR_FILTER_MAX, LIDAR_FILTER_MIN
 from simulator.track import Track, load_track
 
 DEFAULT_TRACK = "reInvent2019_track"
 RewardInput = RewardCallable | Sequence[RewardCallable] | str | os.PathLike[str]
+ENV_ID = "hotlap/DeepRacer-v0"
+# DeepRacer's default discrete action space (hotlap/defaults/model_metadata.json), (steering deg, speed m/s).
+DEFAULT_ACTIONS = ((-30.0, 0.8), (-15.0, 1.0), (0.0, 1.2), (15.0, 1.0), (30.0, 0.8))
+# StepResult fields passed on in `info`, renamed where gymnasium reserves the name.
+INFO_FIELDS = {"status": "status", "episode": "episode_number", "steps": "steps", "x": "x", "y": "y",
+               "heading": "heading", "progress": "progress", "closest_waypoint": "closest_waypoint",
+               "sim_time": "sim_time", "all_wheels_on_track": "all_wheels_on_track"}
 
 
 def follow_center_line(params: dict[str, Any]) -> float:
@@ -51,12 +71,32 @@ def follow_center_line(params: dict[str, Any]) -> float:
     return 1e-3
 
 
+def image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """A camera's (H, W) or (lenses, H, W) simulator shape as gymnasium's (H, W, C) image shape."""
+    if len(shape) == 2:
+        return (shape[0], shape[1], 1)
+    return (shape[1], shape[2], shape[0])
+
+
+def to_images(observations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Camera arrays (K, H, W) / (K, lenses, H, W) as (K, H, W, C) views; other sensors unchanged."""
+    images = {}
+    for name, rows in observations.items():
+        if name not in CAMERA_SENSORS:
+            images[name] = rows
+        elif rows.ndim == 3:
+            images[name] = rows[..., None]
+        else:
+            images[name] = np.moveaxis(rows, 1, -1)
+    return images
+
+
 def observation_space_for(env: VectorRacingEnv) -> spaces.Dict:
-    """One car's observation space: a Box per sensor."""
+    """One car's observation space: a Box per sensor; cameras as (H, W, C) uint8 images."""
     boxes: dict[str, spaces.Space[Any]] = {}
     for name, (shape, dtype) in env.observation_spec.items():
         if name in CAMERA_SENSORS:
-            boxes[name] = spaces.Box(0, 255, shape=shape, dtype=np.uint8)
+            boxes[name] = spaces.Box(0, 255, shape=image_shape(shape), dtype=np.uint8)
         elif name == LIDAR:
             boxes[name] = spaces.Box(LIDAR_FILTER_MIN, LIDAR_FILTER_MAX, shape=shape, dtype=np.float32)
         else:
@@ -65,7 +105,7 @@ def observation_space_for(env: VectorRacingEnv) -> spaces.Dict:
 
 
 class _ActionCodec:
-    """Maps gymnasium actions to (steering_deg, speed) arrays."""
+    """Maps gymnasium actions (an index, or [-1, 1]^2) to (steering_deg, speed) arrays."""
 
     def __init__(
         self,
@@ -81,7 +121,10 @@ class _ActionCodec:
             self.space: spaces.Space[Any] = spaces.Discrete(len(table))
         else:
             self.table = None
-            self.space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32), dtype=np.float32)
+            self.low, self.high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+            if not (self.low < self.high).all():
+                raise ValueError(f"action_low {low} must be below action_high {high} in both steering and speed")
+            self.space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 
     def decode(self, action: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
         if self.table is not None:
@@ -90,7 +133,8 @@ class _ActionCodec:
                 raise ValueError(f"action index out of range [0, {len(self.table)}): {index.tolist()}")
             chosen = self.table[index]
         else:
-            chosen = np.asarray(action, dtype=np.float64).reshape(count, 2)
+            unit = np.clip(np.asarray(action, dtype=np.float64).reshape(count, 2), -1.0, 1.0)
+            chosen = self.low + (unit + 1.0) * 0.5 * (self.high - self.low)
         return chosen[:, 0], chosen[:, 1]
 
 
@@ -105,16 +149,14 @@ def _make_env(
     rewards: RewardCallable | Sequence[RewardCallable] = follow_center_line
     if isinstance(reward_function, str | os.PathLike):
         path = Path(reward_function)
-        rewards = load_reward_functions(path.read_text(encoding="utf-8"), num_cars, str(path))
+        rewards = load_reward_functions(decode_reward_source(path.read_bytes(), str(path)), num_cars, str(path))
     elif reward_function is not None:
         rewards = reward_function
     return VectorRacingEnv(track, num_cars, settings or EnvSettings(), rewards, seed)
 
 
 def _info(result: StepResult, car: int | slice) -> dict[str, Any]:
-    fields = ("status", "episode", "steps", "x", "y", "heading", "progress", "closest_waypoint", "sim_time")
-    info = {name: getattr(result, name)[car] for name in fields}
-    info["all_wheels_on_track"] = result.all_wheels_on_track[car]
+    info = {key: getattr(result, name)[car] for name, key in INFO_FIELDS.items()}
     if isinstance(car, int):
         info = {key: value.item() for key, value in info.items()}
     return info
@@ -151,14 +193,14 @@ class HotlapRacingEnv(gymnasium.Env[dict[str, np.ndarray], Any]):
         super().reset(seed=seed)
         if seed is not None:
             self.racing.reseed(seed)
-        observations = self.racing.reset()
+        observations = to_images(self.racing.reset())
         self._obs = {name: rows[0] for name, rows in observations.items()}
         return self._obs, {"status": "prepare"}
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         steering, speed = self._codec.decode(action, 1)
         result = self.racing.step(steering, speed)
-        self._obs = {name: rows[0] for name, rows in result.obs.items()}
+        self._obs = {name: rows[0] for name, rows in to_images(result.obs).items()}
         return (
             self._obs,
             float(result.reward[0]),
@@ -168,13 +210,24 @@ class HotlapRacingEnv(gymnasium.Env[dict[str, np.ndarray], Any]):
         )
 
     def render(self) -> np.ndarray | None:
-        """The camera image as (H, W, 3) uint8 (first lens), or None without a camera."""
-        name = self.racing.sensors.camera_name
-        if self.render_mode != "rgb_array" or name is None or name not in self._obs:
+        """(120, 160, 3) uint8: the camera image (first lens), or without a camera a top-down view
+        of the road around the car (8 x 6 m, the car in red at the centre); None unless render_mode
+        is "rgb_array"."""
+        if self.render_mode != "rgb_array":
             return None
-        image = self._obs[name]
-        image = image[0] if image.ndim == 3 else image
-        return np.repeat(image[:, :, None], 3, axis=2)
+        name = self.racing.sensors.camera_name
+        if name is not None and name in self._obs:
+            return np.repeat(self._obs[name][:, :, :1], 3, axis=2)
+        return self._top_down()
+
+    def _top_down(self, height: int = 120, width: int = 160, metres_per_px: float = 0.05) -> np.ndarray:
+        x, y = float(self.racing.cars.x[0]), float(self.racing.cars.y[0])
+        cols, rows = np.meshgrid(np.arange(width) - width / 2, np.arange(height) - height / 2)
+        points = np.stack((x + cols.ravel() * metres_per_px, y - rows.ravel() * metres_per_px), axis=1)
+        road = self.racing.track.road_mask.contains(points).reshape(height, width)
+        image = np.where(road[:, :, None], np.uint8(150), np.array((34, 70, 34), np.uint8)).astype(np.uint8)
+        image[height // 2 - 2:height // 2 + 3, width // 2 - 2:width // 2 + 3] = (230, 40, 40)
+        return image
 
 
 class HotlapVectorEnv(VectorEnv[dict[str, np.ndarray], Any, np.ndarray]):
@@ -209,7 +262,7 @@ class HotlapVectorEnv(VectorEnv[dict[str, np.ndarray], Any, np.ndarray]):
             self.racing.reseed(seed)
             self.single_action_space.seed(seed)
         self._needs_reset[:] = False
-        return self.racing.reset(), {}
+        return to_images(self.racing.reset()), {}
 
     def step(
         self, actions: Any
@@ -223,4 +276,12 @@ class HotlapVectorEnv(VectorEnv[dict[str, np.ndarray], Any, np.ndarray]):
         truncated = result.truncated & ~restarting
         rewards = np.where(restarting, 0.0, result.reward)
         self._needs_reset = terminated | truncated
-        return result.obs, rewards, terminated, truncated, _info(result, slice(None))
+        return to_images(result.obs), rewards, terminated, truncated, _info(result, slice(None))
+
+
+gymnasium.register(
+    ENV_ID,
+    entry_point="simulator.gym_env:HotlapRacingEnv",
+    vector_entry_point="simulator.gym_env:HotlapVectorEnv",
+    kwargs={"track": DEFAULT_TRACK, "actions": DEFAULT_ACTIONS},
+)

@@ -5,13 +5,18 @@ and fails the job on an exception, NaN/inf, or a value outside [-1e5, 1e5]. We d
 with one :class:`RewardFunctionError` per failure whose message says what went wrong, where
 in the user's file, and (for failures while running) with which params.
 
-Returned values: ``float``, ``int`` and numpy numbers are accepted and converted to float.
-``bool`` is rejected (DeepRacer's validator demands a float; returning e.g.
-``params['all_wheels_on_track']`` is almost always a bug), as are strings, None, etc.
+Returned values: whatever ``float()`` converts, as in DeepRacer's training loop (simapp
+``rollout_agent_ctrl.py``: ``float(self._reward_(...))``): ``float``, ``int`` and numpy numbers
+silently; ``bool`` and numeric strings too, with one warning per function
+(returning e.g. ``params['all_wheels_on_track']`` is usually a bug, but it trains on DeepRacer).
+What ``float()`` refuses (None, lists, ``'fast'``) is a :class:`RewardFunctionError`.
 
-Time limit: the call is timed with ``time.perf_counter`` and a call slower than the limit
-raises afterwards. A function that never returns is interrupted by :func:`hang_guard`, one
-interval timer around a whole env step (no per-call thread or signal, to keep the hot path cheap).
+Time limit: DeepRacer's validator allows 5 s per call (deepracer-formats.md §1.1) and training
+itself has no limit, so the default is 5 s: a first call that imports scipy or fits a racing line
+must not fail here when it trains on DeepRacer. The call is timed with ``time.perf_counter``
+and a call slower than the limit raises afterwards. A function that never returns is interrupted
+by :func:`hang_guard`, one interval timer around a whole env step (no per-call thread or signal,
+to keep the hot path cheap).
 
 Params: the caller (the env) builds a fresh dict for every call whose only mutable values
 are fresh lists (tuples inside), which is what DeepRacer's deep copy guarantees, so this
@@ -31,8 +36,10 @@ them and hotlap's runtime dependencies (pyproject.toml) install the last three.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import linecache
+import logging
 import math
 import numbers
 import signal
@@ -45,11 +52,14 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from shared.config import REWARD_TIME_LIMIT_S
+from shared.experience import REWARD_LIMIT  # DeepRacer's reward range; the trainer checks it too
+
 # The modules DeepRacer's reward validator lets a reward function import (deepracer-formats.md §1.1).
 DEEPRACER_REWARD_MODULES = ("math", "random", "numpy", "scipy", "shapely")
-REWARD_LIMIT = 1e5
-DEFAULT_TIME_LIMIT_S = 1.0
+DEFAULT_TIME_LIMIT_S = REWARD_TIME_LIMIT_S  # DeepRacer validator's per-call limit
 _MAX_VALUE_REPR = 120
+log = logging.getLogger("hotlap.reward")
 _MAX_PARAMS_REPR = 3000
 
 
@@ -71,6 +81,7 @@ class RewardFunction:
         self.function = function
         self.filename = filename
         self.time_limit_s = time_limit_s
+        self._warned_not_a_number = False
 
     def __call__(self, params: dict[str, Any]) -> float:
         started = time.perf_counter()
@@ -84,15 +95,7 @@ class RewardFunction:
                 f"{self.filename}: reward_function took {elapsed:.3f} s, over the {self.time_limit_s:g} s limit"
                 f"\n{format_params(params)}"
             )
-        if type(value) is float:  # fast path
-            reward = value
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            reward = float(value)
-        else:
-            raise RewardFunctionError(
-                f"{self.filename}: reward_function must return a number (float), got {type(value).__name__} "
-                f"{_short_repr(value)}\n{format_params(params)}"
-            )
+        reward = value if type(value) is float else self._as_float(value, params)  # float: the fast path
         if not math.isfinite(reward):
             raise RewardFunctionError(
                 f"{self.filename}: reward_function returned {reward} (must be finite)\n{format_params(params)}"
@@ -101,6 +104,23 @@ class RewardFunction:
             raise RewardFunctionError(
                 f"{self.filename}: reward {reward!r} out of range [-1e5, 1e5]\n{format_params(params)}"
             )
+        return reward
+
+    def _as_float(self, value: Any, params: Mapping[str, Any]) -> float:
+        """``float(value)`` as DeepRacer applies it; a loud warning, once, for what is not a plain number."""
+        try:
+            reward = float(value)
+        except (TypeError, ValueError) as error:
+            raise RewardFunctionError(
+                f"{self.filename}: reward_function must return a number (float), got {type(value).__name__} "
+                f"{_short_repr(value)}\n{format_params(params)}"
+            ) from error
+        plain = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not plain and not self._warned_not_a_number:
+            self._warned_not_a_number = True
+            log.warning("%s: reward_function returned %s %s, not a number; it is used as float() makes it, %r, "
+                        "as DeepRacer does (warned once)", self.filename, type(value).__name__,
+                        _short_repr(value), reward)
         return reward
 
     def _describe_exception(self, error: BaseException, params: Mapping[str, Any]) -> str:
@@ -116,6 +136,21 @@ class RewardFunction:
             f"{kind}: {error}\n"
             f"{format_params(params)}"
         )
+
+
+def decode_reward_source(data: bytes, filename: str = "reward_function.py") -> str:
+    """The text of a ``reward_function.py`` file, decoded as Python's import decodes it.
+
+    DeepRacer imports the file (deepracer-formats.md §1.1), so a UTF-8 byte-order mark (what
+    Windows editors often write) and a PEP 263 ``# -*- coding: ... -*-`` line work there; a plain
+    UTF-8 decode would turn the mark into a syntax error. Universal newlines, as for an import.
+
+    Raises :class:`RewardFunctionError` naming the file if the bytes are not valid in their encoding.
+    """
+    try:
+        return importlib.util.decode_source(data)
+    except (SyntaxError, UnicodeDecodeError, LookupError) as error:
+        raise RewardFunctionError(f"{filename}: cannot be read as Python source: {error}") from error
 
 
 def load_reward_functions(

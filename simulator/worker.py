@@ -30,7 +30,14 @@ from shared.experience import Experience
 from shared.logs import SIMTRACE_LOGGER
 from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
-from shared.service import EXIT_NOT_SEEDED, EXIT_OK, EXIT_RUN_FAILED, RunFailed, ServiceLoop, StopRequested
+from shared.service import (
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    RunFailed,
+    ServerError,
+    ServiceLoop,
+    StopRequested,
+)
 from shared.store import REWARD_FUNCTION, ModelStore
 from shared.transport import RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
@@ -74,6 +81,44 @@ class CarEpisode:
         return len(self.actions)
 
 
+@dataclass
+class TrainerWait:
+    """How long a worker waits on the trainer, and how fresh its models are when it starts using them.
+
+    Sent in every heartbeat and logged at exit; bench/pipeline.py reads them. `waiting_s`: wall seconds
+    with no car playing (sync: the iteration's tickets are used up until the next version) plus seconds
+    blocked on a full experience stream. `publish_to_use_s`: from a version's `published_at` (its
+    manifest, written by the trainer) to this worker acting with it, for each version it switches to
+    while running (its first version also counts its own start-up, so it is left out); across machines
+    it includes their clock offset.
+    """
+
+    waiting_s: float = 0.0
+    switches: int = 0
+    last_publish_to_use_s: float = 0.0
+    max_publish_to_use_s: float = 0.0
+    total_publish_to_use_s: float = 0.0
+
+    def waited(self, seconds: float) -> None:
+        self.waiting_s += seconds
+
+    def switched(self, published_at: float, now: float) -> float:
+        """Record a switch to a version published at `published_at` (unix seconds); returns the latency."""
+        latency = max(0.0, now - published_at)
+        self.switches += 1
+        self.last_publish_to_use_s = latency
+        self.max_publish_to_use_s = max(self.max_publish_to_use_s, latency)
+        self.total_publish_to_use_s += latency
+        return latency
+
+    def fields(self) -> dict[str, float]:
+        mean = self.total_publish_to_use_s / self.switches if self.switches else 0.0
+        return {"waiting_s": round(self.waiting_s, 3), "version_switches": self.switches,
+                "publish_to_use_s": round(self.last_publish_to_use_s, 4),
+                "publish_to_use_max_s": round(self.max_publish_to_use_s, 4),
+                "publish_to_use_mean_s": round(mean, 4)}
+
+
 def load_inputs(store: ModelStore) -> RunFiles:
     try:
         return load_run_files(store)
@@ -83,7 +128,7 @@ def load_inputs(store: ModelStore) -> RunFiles:
 
 class SimulatorWorker(ServiceLoop):
     def __init__(self, config: WorkerConfig, transport: RunTransport, store: ModelStore):
-        super().__init__(transport, log, store)
+        super().__init__(transport, log, store, config.retry_give_up_s)
         self.config = config
         self.worker_index = -1
         self.policy_version = -1
@@ -96,6 +141,7 @@ class SimulatorWorker(ServiceLoop):
         self.last_heartbeat = time.monotonic()
         self.steps_at_last_heartbeat = 0
         self.last_metrics_upload = 0.0
+        self.trainer_wait = TrainerWait()
 
     # ------------------------------------------------------------------ entry
 
@@ -103,8 +149,8 @@ class SimulatorWorker(ServiceLoop):
         """Exit status: EXIT_OK when the run is done or a signal stopped the worker,
         EXIT_RUN_FAILED (0, see shared.service) when the run failed, EXIT_NOT_SEEDED."""
         self.install_signal_handlers()
-        if not self.bind_run():
-            return EXIT_NOT_SEEDED
+        if (exit_status := self.join_run()) is not None:
+            return exit_status
         try:
             self._load_inputs()
             self.check_run_not_failed_in_store()
@@ -117,7 +163,7 @@ class SimulatorWorker(ServiceLoop):
                 self._refresh_policy(latest)
                 self._claim_episodes()
                 if not self.active.any():
-                    time.sleep(IDLE_POLL_S)
+                    self._sleep_waiting(IDLE_POLL_S)
                     self._heartbeat_if_due()
                     continue
                 result = self._step_cars()
@@ -128,13 +174,15 @@ class SimulatorWorker(ServiceLoop):
         except RewardFunctionError as e:
             self.record_failure(self.config.worker_name, str(e))
             return EXIT_RUN_FAILED
+        except ServerError as e:
+            return self.fail_on_server_error(self.config.worker_name, e)
         except RunFailed as e:
             log.error("run failed: %s", e)
             return EXIT_RUN_FAILED
         finally:
             self._flush_logs()
-        log.info("worker %s done: %d episodes, %d steps", self.config.worker_name,
-                 self.episodes_played, self.steps_played)
+        log.info("worker %s done: %d episodes, %d steps, %.1fs waiting on the trainer", self.config.worker_name,
+                 self.episodes_played, self.steps_played, self.trainer_wait.waiting_s)
         return EXIT_OK
 
     def _wait_for_run(self) -> None:
@@ -233,17 +281,26 @@ class SimulatorWorker(ServiceLoop):
             return  # finish the episodes of this version first; only whole episodes are on-policy
         if not sync and self.active.any():
             self._ship_chunks_of_running_episodes()
-        model = self.retrying("loading model", self.store.load_version, latest)
+        load_started = time.monotonic()
+        # An announced version can be pruned before a slow worker reads it: act with the latest then.
+        model = self.retrying("loading model", self.store.load_version_or_latest, latest)
         try:
-            check_architecture(self.policy, model.manifest, f"{self.store.url}/model/{latest}")
+            check_architecture(self.policy, model.manifest, f"{self.store.url}/model/{model.version}")
             load_state_from_bytes(self.policy, model.weights)
         except ModelFormatError as e:
             self.record_failure(self.config.worker_name, str(e))
             raise RunFailed(str(e)) from e
+        load_s = time.monotonic() - load_started
+        published_at = model.manifest.get("published_at")
         if self.policy_version >= 0:
             self._finish_iteration()
-        log.info("acting with model version %d", latest)
-        self.policy_version = latest
+            if isinstance(published_at, (int, float)):
+                latency = self.trainer_wait.switched(float(published_at), time.time())
+                log.info("acting with model version %d, published %.3fs ago (loading it took %.3fs)", model.version,
+                         latency, load_s)
+        else:
+            log.info("acting with model version %d", model.version)
+        self.policy_version = model.version
         self.next_claim_at = 0.0
 
     def _claim_episodes(self) -> None:
@@ -379,8 +436,14 @@ class SimulatorWorker(ServiceLoop):
         while self.retrying("reading backlog", self.transport.backlog) >= self.transport.stream_limit:
             if self.stop_requested:
                 break
-            time.sleep(STREAM_FULL_WAIT_S)
-        self.retrying("pushing experience", self.transport.push_experience, exp)
+            self._sleep_waiting(STREAM_FULL_WAIT_S)
+        if self.retrying("pushing experience", self.transport.push_experience, exp) is None:
+            log.info("run over (done or failed): episode %d not sent", exp.episode)
+
+    def _sleep_waiting(self, seconds: float) -> None:
+        started = time.monotonic()  # measured, not assumed: a loaded machine oversleeps
+        time.sleep(seconds)
+        self.trainer_wait.waited(time.monotonic() - started)
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
@@ -389,7 +452,7 @@ class SimulatorWorker(ServiceLoop):
         recent_rate = (self.steps_played - self.steps_at_last_heartbeat) / max(now - self.last_heartbeat, 1e-9)
         self.retrying("heartbeat", self.transport.heartbeat, self.config.worker_name, {
             "index": self.worker_index, "version": self.policy_version, "episodes": self.episodes_played,
-            "steps": self.steps_played, "steps_per_s": round(recent_rate, 1),
+            "steps": self.steps_played, "steps_per_s": round(recent_rate, 1), **self.trainer_wait.fields(),
         })
         self.last_heartbeat = now
         self.steps_at_last_heartbeat = self.steps_played
@@ -435,3 +498,5 @@ class SimulatorWorker(ServiceLoop):
             self._upload_metrics()
         except StopRequested:
             log.warning("stopped before the last simtrace/metrics upload")
+        except ServerError as e:
+            log.warning("could not upload the last simtrace/metrics: %s", e)

@@ -7,7 +7,10 @@
     write ip/done, set status done
 
 Experience is acknowledged only after the version trained on it is published, so a trainer that
-dies mid-iteration gets the same episodes re-delivered when it restarts: no lost work.
+dies mid-iteration gets the same episodes re-delivered when it restarts: no lost work. Entries
+that cannot be trained on (trainer.intake) are acknowledged at once and counted by reason; the
+run's accounting (produced = consumed + dropped) goes to logs/accounting.json at the end.
+A non-finite loss fails the run, as DeepRacer's "NaN detected in loss function, aborting training".
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import io
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,31 +28,35 @@ import numpy as np
 import torch
 
 from shared.config import ConfigError, TrainerConfig, max_steps_per_iteration
-from shared.deepracer_logs import episode_log_csv
+from shared.deepracer_logs import EPISODE_LOG_COLUMNS, episode_log_csv
 from shared.experience import Experience
 from shared.networks import ModelFormatError, architecture, check_architecture, load_state_from_bytes, state_to_bytes
 from shared.run_files import RunFiles, load_run_files
 from shared.service import (
     EXIT_LEASE,
-    EXIT_NOT_SEEDED,
     EXIT_OK,
     EXIT_RUN_FAILED,
     RunFailed,
+    ServerError,
     ServiceLoop,
     StopRequested,
 )
 from shared.store import (
+    ACCOUNTING_LOG,
     CHECKPOINTS_INDEX,
     COACH_EPISODE_LOG,
     EPISODE_LOG,
     HYPERPARAMETERS,
     ModelStore,
     ObjectNotFound,
+    StoreError,
 )
-from shared.transport import RunTransport
+from shared.transport import RunTransport, TransportError
 from trainer.coach_log import CoachLog
+from trainer.intake import Verdict, experience_spec, screen
 from trainer.lease import LeaseError, TrainerLease
 from trainer.ppo import PPOSettings, make_optimizer, ppo_update
+from trainer.tensorboard import TensorBoardLog
 
 log = logging.getLogger("hotlap.trainer")
 
@@ -56,6 +64,7 @@ CONSUMER_NAME = "trainer"
 READ_BATCH = 16
 WAITING_LOG_EVERY_S = 15.0
 HEARTBEAT_EVERY_S = 5.0
+STEPS_COLUMN = EPISODE_LOG_COLUMNS.index("steps")
 
 
 @dataclass
@@ -64,9 +73,7 @@ class Batch:
 
     episodes: list[Experience] = field(default_factory=list)
     entry_ids: list[bytes] = field(default_factory=list)
-    dropped_stale: int = 0
-    dropped_corrupt: int = 0
-    dropped_over_cap: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # by reason, while collecting this batch
 
     @property
     def num_steps(self) -> int:
@@ -93,9 +100,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class NonFiniteLoss(RunFailed):
+    """PPO produced a NaN/inf loss: the run fails, as DeepRacer's training worker aborts."""
+
+
 class TrainerService(ServiceLoop):
     def __init__(self, config: TrainerConfig, transport: RunTransport, store: ModelStore):
-        super().__init__(transport, log, store)
+        super().__init__(transport, log, store, config.retry_give_up_s)
         self.config = config
         self.lease: TrainerLease | None = None
         self.device = resolve_device(config.device)
@@ -104,6 +115,7 @@ class TrainerService(ServiceLoop):
         # After a restart, first re-read what the last trainer left unacked, walking a cursor.
         self.pending_cursor: bytes | None = b"0"
         self.last_beat = float("-inf")
+        self.drop_reasons_logged: set[str] = set()
 
     # ------------------------------------------------------------------ entry
 
@@ -111,8 +123,8 @@ class TrainerService(ServiceLoop):
         """Exit status: EXIT_OK when the run is done (or stopped by a signal), EXIT_RUN_FAILED
         (0, see shared.service) when it failed, EXIT_NOT_SEEDED, EXIT_LEASE."""
         self.install_signal_handlers()
-        if not self.bind_run():
-            return EXIT_NOT_SEEDED
+        if (exit_status := self.join_run()) is not None:
+            return exit_status
         try:
             files = self._load_files()
             if self._run_already_ended():
@@ -131,15 +143,23 @@ class TrainerService(ServiceLoop):
         except ConfigError as e:
             self.record_failure("trainer", str(e))
             return EXIT_RUN_FAILED
+        except ServerError as e:
+            return self.fail_on_server_error("trainer", e)
+        except NonFiniteLoss as e:
+            self.record_failure("trainer", str(e))
+            self._close_accounting()
+            return EXIT_RUN_FAILED
         except RunFailed as e:
             log.error("run failed: %s", e)
+            self._close_accounting()
             return EXIT_RUN_FAILED
         except LeaseError as e:
             log.error("%s", e)
             return EXIT_LEASE
 
     def _run_already_ended(self) -> bool:
-        """A done run is not trained again; a failed run stays failed (RunFailed with its reason)."""
+        """A done run is not trained again; a failed run stays failed (RunFailed with its reason):
+        a restarted trainer must not train on what failed it again."""
         if self.retrying("checking ip/done", self.store.is_done):
             log.info("run %s is already done (ip/done exists); nothing to train", self.config.run_id)
             self.retrying("setting status", self.transport.set_status, "done")
@@ -151,9 +171,14 @@ class TrainerService(ServiceLoop):
     def _train_run(self, files: RunFiles) -> None:
         self._setup(files)
         for version in range(self.version, self.max_iterations):
+            collect_started = time.monotonic()
             batch = self._collect(version)
+            collect_seconds = time.monotonic() - collect_started
             self._beat("training", version, force=True)
             stats = self._train(version, batch)
+            # Next to train_seconds in the progress hash and the manifest: the share of an
+            # iteration the trainer waited for experience (bench/pipeline.py reads both).
+            stats["collect_seconds"] = collect_seconds
             self._beat("publishing", version, force=True)
             # Log before publishing: a trainer killed in between re-trains this iteration
             # on resume, and the reloaded log drops rows of iterations that were never published.
@@ -176,6 +201,7 @@ class TrainerService(ServiceLoop):
         hp = files.hyperparameters
         self.settings = PPOSettings.from_hyperparameters(hp.model_dump())
         self.coach = CoachLog(self.settings)
+        self.tensorboard = TensorBoardLog(self.config.tensorboard_dir) if self.config.tensorboard_dir else None
         self.max_iterations = files.settings.max_iterations
         self.episodes_per_iteration = hp.num_episodes_between_training
         self.step_cap = max_steps_per_iteration(files.metadata.neural_network, files.settings.max_steps_per_iteration)
@@ -184,6 +210,7 @@ class TrainerService(ServiceLoop):
         log.info("Using the following hyper-parameters\n%s", resolved)
         self.retrying("writing hyperparameters", self.store.put_text, HYPERPARAMETERS, resolved)
 
+        self.spec = experience_spec(self.config.run_id, files)
         self.policy = files.build_policy()
         self.policy.to(self.device)
         self.optimizer = make_optimizer(self.policy, self.settings)
@@ -218,8 +245,19 @@ class TrainerService(ServiceLoop):
             self.optimizer.load_state_dict(state)
         self._load_episode_log(latest)
         self._load_coach_log(latest)
+        self._load_checkpoint_index()
         log.info("resuming from model version %d", latest)
         return latest
+
+    def _load_checkpoint_index(self) -> None:
+        """The best version so far survives a restart (and so is never pruned)."""
+        try:
+            index = json.loads(self.retrying("reading the checkpoint index", self.store.get_text, CHECKPOINTS_INDEX))
+        except (ObjectNotFound, json.JSONDecodeError):
+            return
+        best = index.get("best_checkpoint") if isinstance(index, dict) else None
+        if isinstance(best, dict) and isinstance(best.get("avg_eval_metric"), int | float):
+            self.best = best
 
     def _load_episode_log(self, latest: int) -> None:
         """Rows of the iterations that produced versions 1..latest; later rows are re-logged."""
@@ -258,29 +296,24 @@ class TrainerService(ServiceLoop):
             self._check_lease()
             wanted = min(READ_BATCH, self.episodes_per_iteration - len(batch.episodes))  # never more than the quota
             deliveries = self.retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
-                                       wanted, 1000, self.pending_cursor)
+                                       wanted, 1000, self.pending_cursor, self.spec.max_payload_bytes)
             if self.pending_cursor is not None:
                 if not deliveries:
                     self.pending_cursor = None  # all re-read: from now on, new entries only
                     continue
                 self.pending_cursor = deliveries[-1].entry_id
             for delivery in deliveries:
-                exp = delivery.experience
-                if exp is None:
-                    batch.dropped_corrupt += 1
-                    log.warning("dropping unreadable experience %s: %s", delivery.entry_id, delivery.error)
-                    self.retrying("reporting", self.transport.report_error, "trainer",
-                                   f"unreadable experience message {delivery.entry_id!r}: {delivery.error}")
-                    self.retrying("acking", self.transport.acknowledge, [delivery.entry_id])
-                elif batch.num_steps >= self.step_cap or not oldest_accepted <= exp.model_version <= version:
-                    # Stale, or past DeepRacer's per-iteration step cap: its trainer takes no more
-                    # episodes once its memory holds that many steps (deepracer-formats.md §7.3).
-                    current = oldest_accepted <= exp.model_version <= version
-                    batch.dropped_over_cap += int(current)
-                    batch.dropped_stale += int(not current)
-                    self.retrying("acking", self.transport.acknowledge, [delivery.entry_id])
+                verdict = screen(delivery, self.spec, oldest_accepted, version)
+                if verdict.experience is not None and batch.num_steps >= self.step_cap:
+                    # Past DeepRacer's per-iteration step cap: its trainer takes no more episodes once
+                    # its memory holds that many steps (deepracer-formats.md §7.3).
+                    verdict = Verdict(None, "over_cap", f"the iteration holds {batch.num_steps} steps already "
+                                                        f"(cap {self.step_cap})")
+                if verdict.experience is None:
+                    self._drop(delivery.entry_id, verdict.reason, verdict.detail)
+                    batch.dropped[verdict.reason] += 1
                 else:
-                    batch.episodes.append(exp)
+                    batch.episodes.append(verdict.experience)
                     batch.entry_ids.append(delivery.entry_id)
                     last_arrival = time.monotonic()
             now = time.monotonic()
@@ -303,12 +336,28 @@ class TrainerService(ServiceLoop):
             self.retrying("heartbeat", self.transport.trainer_beat, {"step": step, "version": version})
             self.last_beat = now
 
+    def _drop(self, entry_id: bytes, reason: str, detail: str) -> None:
+        """Acknowledge and count an entry that will not be trained on; log each reason once
+        (a flood of bad messages must not bury the log), with the first offender's details."""
+        self.retrying("dropping experience", self.transport.acknowledge, [entry_id], f"dropped_{reason}")
+        if reason in self.drop_reasons_logged or reason == "stale" and self.files.settings.schedule == "async":
+            return
+        self.drop_reasons_logged.add(reason)
+        message = f"dropping {reason} experience {entry_id.decode()}: {detail}"
+        log.warning("%s (further %s drops are counted in %s, not logged)", message, reason,
+                    self.transport.keys.accounting)
+        if reason != "stale":
+            self.retrying("reporting", self.transport.report_error, "trainer", message)
+
     def _train(self, version: int, batch: Batch) -> dict[str, float]:
         started = time.monotonic()
         self.coach.rollouts(version, batch.episodes)
         self.policy.train()
-        stats = ppo_update(self.policy, self.optimizer, batch.episodes, self.settings, self.device,
-                           on_epoch=self.coach.on_epoch)
+        try:
+            stats = ppo_update(self.policy, self.optimizer, batch.episodes, self.settings, self.device,
+                               on_epoch=self.coach.on_epoch)
+        except FloatingPointError as e:  # ppo_update refuses to step on a non-finite loss
+            raise NonFiniteLoss(f"NaN detected in loss function, aborting training: {e}") from e
         self.policy.eval()
         stats["train_seconds"] = time.monotonic() - started
         stats["mean_reward"] = float(np.mean([e.total_reward for e in batch.episodes]))
@@ -339,6 +388,24 @@ class TrainerService(ServiceLoop):
             self.retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
         self.retrying("announcing version", self.transport.announce_version, version)
         self._update_checkpoint_index(version, stats)
+        self._prune(version)
+
+    def _prune(self, latest: int) -> None:
+        """Bounded disk: keep the last versions, the best and the pinned ones (after the pointer moved on)."""
+        keep = set(self.config.pinned_versions)
+        best = self._best_version()
+        if best is not None:
+            keep.add(best)
+        pruned = self.retrying("pruning old versions", self.store.prune_versions, latest,
+                               self.config.keep_versions, keep)
+        if pruned:
+            log.info("pruned model versions %s (keeping the last %d, best %s, pinned %s)", pruned,
+                     self.config.keep_versions, best, sorted(self.config.pinned_versions) or "none")
+
+    def _best_version(self) -> int | None:
+        name = str((self.best or {}).get("name", ""))
+        folder, _, number = name.partition("/")
+        return int(number) if folder == "model" and number.isdigit() else None
 
     def _update_checkpoint_index(self, version: int, stats: dict[str, float]) -> None:
         """model/deepracer_checkpoints.json: DeepRacer's best/last bookkeeping (by mean progress)."""
@@ -357,6 +424,9 @@ class TrainerService(ServiceLoop):
         self.retrying("acking", self.transport.acknowledge, batch.entry_ids)
 
     def _log_iteration(self, version: int, batch: Batch, stats: dict[str, float]) -> None:
+        if self.tensorboard is not None:
+            steps_before = sum(int(row[STEPS_COLUMN]) for row in self.episode_rows)
+            self.tensorboard.log_iteration(steps_before, batch.episodes, stats)
         for e in batch.episodes:
             self.episode_rows.append((version, e.model_version, e.worker_name, e.worker_index, e.episode,
                                       e.num_steps, round(e.total_reward, 4), round(e.progress, 4), e.status))
@@ -366,19 +436,40 @@ class TrainerService(ServiceLoop):
         progress = {
             "iteration": version + 1, "max_iterations": self.max_iterations,
             "episodes": len(self.episode_rows), "steps": batch.num_steps,
-            "dropped_stale": batch.dropped_stale, "dropped_corrupt": batch.dropped_corrupt,
+            **{f"dropped_{reason}": count for reason, count in batch.dropped.items()},
             **{k: round(v, 5) for k, v in stats.items()},
         }
         self.retrying("writing progress", self.transport.set_progress, progress)
         log.info("iteration %d/%d: %d episodes, %d steps, reward %.2f, progress %.1f%%, laps %d, "
-                 "policy loss %.4f, value loss %.4f, entropy %.3f, kl %.4f, %.1fs",
+                 "policy loss %.4f, value loss %.4f, entropy %.3f, kl %.4f, collected in %.1fs, trained in %.1fs",
                  version + 1, self.max_iterations, len(batch.episodes), batch.num_steps, stats["mean_reward"],
                  stats["mean_progress"], stats["laps_completed"], stats.get("policy_loss", 0.0),
                  stats.get("value_loss", 0.0), stats.get("entropy", 0.0), stats.get("approx_kl", 0.0),
-                 stats["train_seconds"])
+                 stats.get("collect_seconds", 0.0), stats["train_seconds"])
 
     def _finish(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self._check_lease()
         self.retrying("writing ip/done", self.store.mark_done)
         self.retrying("setting status", self.transport.set_status, "done")
+        self._close_accounting()
         log.info("run %s done: model version %d in %s", self.config.run_id, self.max_iterations, self.store.url)
+
+    def _close_accounting(self) -> None:
+        """The run is over (done or failed), so workers can push nothing more: drop what is left in
+        the stream as stale and write the counters to logs/accounting.json."""
+        if not hasattr(self, "spec"):  # set-up never finished: this trainer never read the stream
+            return
+        try:
+            left = self.transport.drop_remaining("stale")
+            counts = self.transport.accounting()
+            self.store.put_text(ACCOUNTING_LOG, json.dumps({"run_id": self.config.run_id, **counts}, indent=2))
+        except (TransportError, StoreError) as e:
+            log.warning("could not write %s: %s", ACCOUNTING_LOG, e)
+            return
+        dropped = sum(v for k, v in counts.items() if k.startswith("dropped_"))
+        log.info("accounting: %d produced = %d consumed + %d dropped (%s; %d left at the end), %d re-issued",
+                 counts["produced"], counts["consumed"], dropped,
+                 ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in counts.items() if k.startswith("dropped_")),
+                 left, counts["reissued"])

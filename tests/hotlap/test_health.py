@@ -111,9 +111,10 @@ def test_unseeded_store_is_unhealthy_for_the_services(redis_url: str, run_id: st
 
 
 def test_unreachable_redis_is_unhealthy(run_id: str, store_url: str, nonce: str):
-    result = health("trainer", service_env(run_id, f"redis://127.0.0.1:{free_port()}/0", store_url))
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = health("trainer", service_env(run_id, url, store_url))
     assert result.returncode == 1
-    assert "Redis unreachable" in result.stderr
+    assert f"Redis at {url} unreachable" in result.stderr
 
 
 # ----------------------------------------------------------------------------- simulator
@@ -175,7 +176,7 @@ def test_password_in_the_redis_url_is_used_and_never_printed(password_redis: str
     for url in (f"redis://:wrong-{PASSWORD}@{password_redis}", f"redis://{password_redis}"):
         result = health("trainer", service_env(run_id, url, store_url))
         assert result.returncode == 1, result.stdout
-        assert "trainer unhealthy: Redis unreachable" in result.stderr
+        assert "trainer unhealthy: Redis at redis://" in result.stderr and "AuthenticationError" in result.stderr
         assert PASSWORD not in result.stdout + result.stderr
 
 

@@ -1,13 +1,17 @@
+from __future__ import annotations
+
 import json
-import struct
-import zlib
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+from PIL import Image
 
 from hotlap.cli import main as cli_main
-from hotlap.render import TRAJECTORY_RGB, drive, render_png, write_png
+from hotlap.render import drive, render_figure, render_png
 from hotlap.seed import seed_store
 from shared.config import Hyperparameters, ModelMetadata, RunSettings, observation_shapes
 from shared.networks import ActionSpec, PolicyNetwork, architecture, state_to_bytes
@@ -17,43 +21,14 @@ from simulator.env import EnvSettings, StepResult, VectorRacingEnv
 from simulator.track import load_track
 
 
-def read_png(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, size = 8, b"", (0, 0)
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        crc = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0]
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
-        if kind == b"IHDR":
-            size = struct.unpack(">II", body[:8])
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    width, height = size
-    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, 1 + 3 * width)
-    assert (raw[:, 0] == 0).all()  # filter type None on every row
-    return raw[:, 1:].reshape(height, width, 3)
-
-
-def test_png_writer_roundtrip(tmp_path: Path):
-    image = np.random.default_rng(1).integers(0, 255, (7, 5, 3), dtype=np.uint8)
-    write_png(tmp_path / "x.png", image)
-    np.testing.assert_array_equal(read_png(tmp_path / "x.png"), image)
-
-
 def test_render_shows_camera_frames_and_a_full_lap(tmp_path: Path):
     output = tmp_path / "render.png"
     result = render_png(load_track("reInvent2019_track"), ("FRONT_FACING_CAMERA",), output, steps=600, frames=4)
     assert result.status == "lap_complete" and result.progress == 100.0
-    image = read_png(output)
-    strip_height = 240  # 120-pixel frames at scale 2
-    assert image.shape[1] == 4 * 320 + 3 * 4
-    frames = image[:strip_height]
-    assert frames[-10:, 300:340].std() < 60 and 60 < frames[-10:, 300:340].mean() < 200  # road under the car
-    top_down = image[strip_height + 8:]
-    red = np.all(top_down == np.array(TRAJECTORY_RGB, np.uint8), axis=2)
+    with Image.open(output) as image:
+        assert image.format == "PNG" and 800 <= image.size[0] <= 2000 and 600 <= image.size[1] <= 2000
+        pixels = np.asarray(image.convert("RGB"))
+    red = (pixels[:, :, 0] > 200) & (pixels[:, :, 1] < 80) & (pixels[:, :, 2] < 80)
     assert red.sum() > 1000  # the trajectory is drawn
 
 
@@ -113,3 +88,30 @@ def test_hotlap_render_loads_a_model_trained_with_stacked_observations(tmp_path:
     output = tmp_path / "stacked.png"
     assert cli_main(["render", "--model", store.url, "--steps", "5", "--output", str(output)]) == 0
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_shows_the_frames_and_the_trajectory_it_drove():
+    track = load_track("reInvent2019_track")
+    env = VectorRacingEnv(track, 1, EnvSettings(max_steps=120, round_robin_advance=0.0, stagger_starts=False),
+                          reward_function=lambda params: 1.0)
+    result = drive(env, 120, 3)
+    figure = render_figure(result, track, "centre-line pure pursuit")
+    frames = [ax for ax in figure.axes if ax.images]
+    assert len(frames) == 3
+    for ax, frame in zip(frames, result.frames, strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), frame)
+    (track_ax,) = [ax for ax in figure.axes if not ax.images]
+    (trajectory,) = [line for line in track_ax.lines if line.get_label() == "trajectory"]
+    np.testing.assert_array_equal(np.column_stack(trajectory.get_data()), result.trajectory)
+    assert len(result.trajectory) == 120 and result.status == "time_up"
+
+
+@pytest.mark.slow  # the trained_run fixture is a real 3-iteration training run
+def test_render_drives_a_trained_model_from_a_run_folder(trained_run: Path, tmp_path: Path):
+    output = tmp_path / "model.png"
+    result = subprocess.run([sys.executable, "-m", "hotlap", "render", "--model", str(trained_run), "--steps", "60",
+                             "--frames", "3", "--output", str(output)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"model {trained_run}" in result.stdout
+    with Image.open(output) as image:
+        image.verify()

@@ -201,12 +201,35 @@ def test_values_beyond_the_limits_in_either_form_are_accepted_with_one_warning(c
       "action_space_type": "continuous"}, "low <= high"),
     ({"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["LIDAR"]}, "exactly one camera"),
     ({"action_space": [{"steering_angle": 0, "speed": 1}], "action_space_type": "box"}, "action_space_type"),
+    # simapp: float(version) raises on a non-number
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "version": "v5"}, "version 'v5' is not a number"),
+    # simapp: version >= 2 reads data["sensor"], a KeyError without it
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "version": "5"}, "sensor: missing; version '5'"),
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "version": 2}, "sensor: missing; version 2"),
 ])
 def test_what_deepracer_rejects_is_rejected_with_one_message(data: dict, problem: str):
     with pytest.raises(ConfigError) as info:
         ModelMetadata.parse(json.dumps(data), "m.json")
     assert len(info.value.problems) == 1, info.value.problems
     assert problem in info.value.problems[0]
+
+
+@pytest.mark.parametrize("version", ["1", 1, "1.9"])
+def test_a_file_before_version_2_drives_the_camera_whatever_its_sensor_says(
+    caplog: pytest.LogCaptureFixture, version: str | int
+):
+    """simapp parse_model_metadata reads ``sensor`` only if float(version) >= 2; before, the car has the
+    camera ("observation") alone (deepracer-formats.md §2)."""
+    caplog.set_level(logging.WARNING, logger="hotlap.config")
+    data = {"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["STEREO_CAMERAS", "LIDAR"],
+            "version": version}
+    assert ModelMetadata.parse(json.dumps(data), "old/model_metadata.json").sensor == ["FRONT_FACING_CAMERA"]
+    [warning] = _warnings(caplog)
+    assert warning.startswith("old/model_metadata.json: version") and "STEREO_CAMERAS" in warning
+    caplog.clear()
+    for read in ("2", "5", 2.0):  # from version 2 on, the sensor list is DeepRacer's
+        assert ModelMetadata.parse(json.dumps(dict(data, version=read)), "m.json").sensor == ["STEREO_CAMERAS", "LIDAR"]
+    assert _warnings(caplog) == []
 
 
 def test_a_broken_discrete_list_reports_no_continuous_noise():
@@ -250,3 +273,14 @@ def test_missing_hyperparameters_take_deepracer_s_code_defaults_from_one_table()
 def test_the_embedded_defaults_file_shows_the_same_values():
     shipped = json.loads(resources.files("hotlap.defaults").joinpath("hyperparameters.json").read_text())
     assert shipped == DEEPRACER_HYPERPARAMETER_DEFAULTS
+
+
+def test_retention_settings_from_the_environment():
+    from shared.config import TrainerConfig
+
+    config = TrainerConfig.from_env({"HOTLAP_STORE_URL": "/tmp/x", "HOTLAP_PINNED_VERSIONS": "3, 7"})
+    assert config.keep_versions == 4 and config.pinned_versions == {3, 7}  # DeepRacer keeps 4 + the best
+    with pytest.raises(ConfigError, match="HOTLAP_KEEP_VERSIONS"):
+        TrainerConfig.from_env({"HOTLAP_STORE_URL": "/tmp/x", "HOTLAP_KEEP_VERSIONS": "0"})
+    with pytest.raises(ConfigError, match="HOTLAP_PINNED_VERSIONS"):
+        TrainerConfig.from_env({"HOTLAP_STORE_URL": "/tmp/x", "HOTLAP_PINNED_VERSIONS": "best"})

@@ -1,15 +1,18 @@
+"""The gymnasium envs follow gymnasium's conventions: any warning of gymnasium's checkers fails a test here."""
+
 from __future__ import annotations
 
-import warnings
-
+import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 
 from simulator.env import EnvSettings
-from simulator.gym_env import HotlapRacingEnv, HotlapVectorEnv, follow_center_line
+from simulator.gym_env import ENV_ID, HotlapRacingEnv, HotlapVectorEnv, follow_center_line
 from tests.simulator.synthetic import circle_track
+
+pytestmark = pytest.mark.filterwarnings("error")  # gymnasium's checker warnings are failures
 
 DISCRETE = [(-30.0, 0.6), (-15.0, 0.6), (0.0, 0.6), (15.0, 0.6), (30.0, 0.6)]  # DRfC default action space
 
@@ -18,25 +21,61 @@ DISCRETE = [(-30.0, 0.6), (-15.0, 0.6), (0.0, 0.6), (15.0, 0.6), (30.0, 0.6)]  #
     "kwargs",
     [
         {"actions": DISCRETE},
-        {"settings": EnvSettings(sensors=("STEREO_CAMERAS", "LIDAR"))},
-        {"settings": EnvSettings(sensors=("DISCRETIZED_SECTOR_LIDAR",)), "action_low": (-20.0, 1.0)},
+        {"actions": None, "settings": EnvSettings(sensors=("STEREO_CAMERAS", "LIDAR"))},
+        {"actions": None, "settings": EnvSettings(sensors=("DISCRETIZED_SECTOR_LIDAR",)), "action_low": (-20.0, 1.0)},
     ],
 )
-def test_single_car_env_passes_gymnasium_check_env(kwargs: dict) -> None:
-    env = HotlapRacingEnv(render_mode="rgb_array", **kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # style advice (normalised Box actions, no spec) is not an error
-        check_env(env)
-    if "actions" in kwargs:
+def test_registered_env_passes_gymnasium_check_env(kwargs: dict) -> None:
+    env = gymnasium.make(ENV_ID, render_mode="rgb_array", **kwargs)
+    assert env.spec is not None and env.spec.id == ENV_ID
+    check_env(env.unwrapped)
+    if kwargs["actions"]:
         assert env.action_space == spaces.Discrete(5)
     else:
-        assert isinstance(env.action_space, spaces.Box) and env.action_space.shape == (2,)
+        assert env.action_space == spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+def test_cameras_are_height_width_channel_images() -> None:
+    env = gymnasium.make(ENV_ID, settings=EnvSettings(sensors=("FRONT_FACING_CAMERA",)))
+    stereo = gymnasium.make(ENV_ID, settings=EnvSettings(sensors=("STEREO_CAMERAS",)))
+    assert env.observation_space["FRONT_FACING_CAMERA"].shape == (120, 160, 1)
+    assert stereo.observation_space["STEREO_CAMERAS"].shape == (120, 160, 2)
+    obs, _ = stereo.reset(seed=0)
+    for _ in range(5):
+        obs, *_ = stereo.step(2)
+    raw = stereo.unwrapped.racing._obs["STEREO_CAMERAS"][0]  # (lenses, H, W) as the simulator renders
+    np.testing.assert_array_equal(obs["STEREO_CAMERAS"][:, :, 0], raw[0])  # left lens
+    np.testing.assert_array_equal(obs["STEREO_CAMERAS"][:, :, 1], raw[1])  # right lens
+
+
+@pytest.mark.parametrize("sensors", [("FRONT_FACING_CAMERA",), ("STEREO_CAMERAS", "LIDAR"), ("SECTOR_LIDAR",),
+                                     ("DISCRETIZED_SECTOR_LIDAR",)])
+def test_observations_stay_inside_the_declared_space(sensors: tuple[str, ...]) -> None:
+    """A random drive with resets, under gymnasium.make's passive checker (its warnings are errors here)."""
+    env = gymnasium.make(ENV_ID, actions=None, settings=EnvSettings(sensors=sensors, max_steps=40))
+    env.action_space.seed(3)
+    obs, _ = env.reset(seed=3)
+    for _ in range(120):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs), {k: (v.dtype, v.shape) for k, v in obs.items()}
+        assert isinstance(reward, float) and "episode" not in info
+        if terminated or truncated:
+            obs, _ = env.reset()
+
+
+def test_continuous_actions_are_normalised_to_the_given_bounds() -> None:
+    env = HotlapRacingEnv(settings=EnvSettings(sensors=("LIDAR",)), action_low=(-20.0, 1.0), action_high=(10.0, 3.0))
+    steering, speed = env._codec.decode(np.array([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [5.0, -7.0]]), 4)
+    np.testing.assert_allclose(steering, [-20.0, 10.0, -5.0, 10.0])  # out-of-box actions are clipped
+    np.testing.assert_allclose(speed, [1.0, 3.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="action_low"):
+        HotlapRacingEnv(settings=EnvSettings(sensors=("LIDAR",)), action_low=(10.0, 1.0), action_high=(-10.0, 3.0))
 
 
 def test_single_car_episode_and_render() -> None:
     env = HotlapRacingEnv(track=circle_track(), actions=DISCRETE, render_mode="rgb_array")
     obs, info = env.reset(seed=7)
-    assert obs["FRONT_FACING_CAMERA"].shape == (120, 160) and info["status"] == "prepare"
+    assert obs["FRONT_FACING_CAMERA"].shape == (120, 160, 1) and info["status"] == "prepare"
     assert env.render().shape == (120, 160, 3)  # type: ignore[union-attr]
     _, reward, terminated, truncated, info = env.step(2)
     assert (reward, terminated, truncated, info["status"]) == (0.0, False, False, "prepare")
@@ -45,6 +84,7 @@ def test_single_car_episode_and_render() -> None:
         if terminated or truncated:
             break
     assert terminated and info["status"] == "off_track" and isinstance(reward, float)
+    assert info["episode_number"] == 0 and "episode" not in info  # gymnasium reserves `episode`
 
 
 def test_seeded_resets_are_reproducible() -> None:

@@ -71,7 +71,7 @@ def test_trainer_stops_collecting_at_the_network_s_cap(tmp_path: Path, transport
     # 3 episodes reach the cap; the rest are acknowledged and not trained on, as DeepRacer drops them.
     assert [e.episode for e in batch.episodes] == [0, 1, 2]
     assert batch.num_steps == 3000
-    assert batch.dropped_over_cap == 2
+    assert batch.dropped["over_cap"] == 2 and transport.accounting()["dropped_over_cap"] == 2
     assert transport.backlog() == 3  # the dropped two are acknowledged and deleted; the rest wait for publish
 
 
@@ -85,4 +85,4 @@ def test_a_shallow_run_takes_more_than_the_deeper_cap(tmp_path: Path, transport:
     for number in range(5):
         transport.push_experience(episode(run_id, number, 1000))
     batch = trainer._collect(0)
-    assert batch.num_steps == 5000 and batch.dropped_over_cap == 0
+    assert batch.num_steps == 5000 and batch.dropped["over_cap"] == 0

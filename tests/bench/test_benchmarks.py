@@ -1,0 +1,66 @@
+"""Smoke tests of the throughput benchmarks: each runs with its tiniest settings and writes a JSON
+result whose numbers are present, finite and positive. Not a measurement: it keeps the scripts working."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, tmp_path: Path, *args: str) -> dict[str, Any]:
+    out = tmp_path / f"{script}.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / f"{script}.py"), "--json", str(out), *args],
+                   cwd=tmp_path, check=True, timeout=150, stdout=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+    machine = result["machine"]
+    assert machine["cores"] >= 1 and machine["cpu_model"]
+    assert len(machine["loadavg_start"]) == 3 and len(machine["loadavg_end"]) == 3
+    return result
+
+
+def assert_positive(row: dict[str, Any], keys: list[str]) -> None:
+    for key in keys:
+        value = row[key]
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
+
+
+def test_pipeline_bench(tmp_path: Path):
+    result = run_bench("pipeline", tmp_path, "--workers", "1", "--schedules", "async", "--iterations", "2",
+                       "--episodes", "1", "--max-steps", "10", "--cars-per-worker", "1", "--run-timeout", "90")
+    (row,) = result["rows"]
+    assert (row["schedule"], row["workers"]) == ("async", 1)
+    assert_positive(row, ["end_to_end_steps_per_s", "worker_steps_per_s_playing", "trainer_busy_fraction",
+                          "trainer_train_fraction", "publish_to_use_mean_s", "publish_to_use_max_s",
+                          "model_load_mean_s", "redis_used_memory_peak_bytes", "trained_steps", "played_steps",
+                          "version_switches"])
+    assert 0 < row["trainer_busy_fraction"] <= 1 and 0 <= row["worker_wait_fraction"] <= 1
+    assert {"publish_to_use_worst_s", "publish_to_use_target_met", "async_busy_target_met"} <= set(result["summary"])
+
+
+def test_transport_bench(tmp_path: Path):
+    result = run_bench("transport", tmp_path, "--producers", "1", "2", "--steps", "4", "--messages", "6",
+                       "--repeats", "1")
+    assert [row["producers"] for row in result["rows"]] == [1, 2]
+    for row in result["rows"]:
+        assert_positive(row, ["raw_episodes_per_s", "hotlap_episodes_per_s", "ratio", "consumer_ratio"])
+    assert_positive(result["summary"], ["message_array_bytes", "hotlap_message_bytes", "worst_ratio"])
+
+
+def test_scale_bench(tmp_path: Path):
+    result = run_bench("scale", tmp_path, "--producers", "2", "8", "--processes", "2", "--rates", "20", "0",
+                       "--steps", "4", "--seconds", "1")
+    assert [(row["producers"], row["rate"]) for row in result["rows"]] == [(2, 20), (8, 20), (2, 0), (8, 0)]
+    for row in result["rows"]:
+        assert_positive(row, ["sent_msgs_per_s", "consumed_msgs_per_s", "into_redis_mb_per_s", "add_p50_ms",
+                              "add_p99_ms", "redis_used_memory_peak_mib"])
+    assert result["summary"]["closed_loop_max_msgs_per_s"] > 0

@@ -1,0 +1,35 @@
+"""docs/configuration.md is generated from the config models and the CLI parser, and up to date."""
+
+from __future__ import annotations
+
+from hotlap.docs_gen import PAGE, REGENERATE, collect_rows, render, undocumented
+from shared.config import Hyperparameters, RunSettings, TrainerConfig, WorkerConfig
+
+
+def test_the_committed_configuration_page_is_the_generated_one() -> None:
+    assert PAGE.read_text() == render(), f"docs/configuration.md is out of date: run `{REGENERATE}` and commit it"
+
+
+def test_every_setting_and_option_has_a_meaning() -> None:
+    assert undocumented() == [], (
+        "add a meaning for each: Field(description=...) in shared/config.py or an entry in "
+        f"shared/settings_doc.py DESCRIPTIONS; a CLI option needs help=...; then run `{REGENERATE}`")
+
+
+def test_every_variable_and_file_key_is_on_the_page() -> None:
+    page = render()
+    for model in (TrainerConfig, WorkerConfig, RunSettings):
+        for field in model.model_fields.values():
+            assert f"`{field.alias}`" in page, field.alias
+    for name in Hyperparameters.model_fields:
+        assert f"`{name}`" in page, name
+
+
+def test_options_are_joined_to_the_variable_they_read() -> None:
+    rows = {r.env: r for r in collect_rows() if r.env}
+    assert rows["HOTLAP_TRACK"].options == ["--track"] and rows["HOTLAP_TRACK"].default() == "reInvent2019_track"
+    assert rows["HOTLAP_REVERSE"].options == ["--reverse"]
+    assert rows["HOTLAP_WORKERS"].options == ["--workers"]
+    assert rows["HOTLAP_TENSORBOARD_DIR"].readers == ["trainer", "hotlap train"]
+    assert rows["HOTLAP_STORE_URL"].default() == "(required)"
+    assert rows["HOTLAP_WORKER_NAME"].default() == "<hostname>-<pid>"

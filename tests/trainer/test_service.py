@@ -1,0 +1,65 @@
+"""The trainer service in-process, against a real redis-server and a local-folder store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hotlap.seed import seed_store
+from shared.config import Hyperparameters, ModelMetadata, RunSettings, TrainerConfig
+from shared.experience import Experience
+from shared.run_files import RunFiles
+from shared.store import ModelStore, open_store
+from shared.transport import RunTransport
+from trainer.service import TrainerService
+
+METADATA = {
+    "action_space": [{"steering_angle": -20, "speed": 1.0}, {"steering_angle": 20, "speed": 1.0}],
+    "sensor": ["FRONT_FACING_CAMERA"],
+    "neural_network": "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW",
+    "action_space_type": "discrete",
+}
+REWARD = "def reward_function(params):\n    return 1.0\n"
+
+
+def run_files(episodes: int) -> RunFiles:
+    return RunFiles(
+        settings=RunSettings(track="reInvent2019_track", max_iterations=1, max_steps_per_episode=40),
+        metadata=ModelMetadata.parse(json.dumps(METADATA)),
+        hyperparameters=Hyperparameters.model_validate(
+            {"num_episodes_between_training": episodes, "num_epochs": 1, "batch_size": 8}),
+        reward_source=REWARD,
+    )
+
+
+def camera_episode(run_id: str, episode: int, steps: int = 8) -> Experience:
+    rng = np.random.default_rng(episode)
+    return Experience(
+        run_id=run_id, worker_name="w", worker_index=0, model_version=0, episode=episode,
+        observations={"FRONT_FACING_CAMERA": rng.integers(0, 256, (steps, 120, 160), dtype=np.uint8)},
+        actions=rng.integers(0, 2, steps), log_probs=np.full(steps, -0.69, np.float32),
+        values=np.zeros(steps, np.float32), rewards=np.ones(steps, np.float32),
+        terminated=True, bootstrap_value=0.0,
+    )
+
+
+def test_iteration_timings_reach_the_progress_hash_and_the_manifest(
+    tmp_path: Path, redis_url: str, run_id: str, transport: RunTransport
+):
+    store = ModelStore(open_store(f"file://{tmp_path}"))
+    transport = transport.for_run(seed_store(store, run_files(episodes=3)).nonce)  # the trainer's keys
+    for episode in range(3):  # already waiting in the stream: the trainer reads them from id 0
+        transport.push_experience(camera_episode(run_id, episode))
+    config = TrainerConfig(HOTLAP_RUN_ID=run_id, HOTLAP_REDIS_URL=redis_url, HOTLAP_STORE_URL=f"file://{tmp_path}",
+                           HOTLAP_DEVICE="cpu")
+
+    assert TrainerService(config, transport, store).run() == 0
+
+    stats = store.load_version(1).manifest["training_stats"]
+    progress = transport.progress()
+    for key in ("collect_seconds", "train_seconds"):
+        assert stats[key] >= 0.0
+        assert float(progress[key]) == round(stats[key], 5)
+    assert store.load_version(1).manifest["published_at"] > store.load_version(0).manifest["published_at"]

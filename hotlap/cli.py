@@ -67,6 +67,11 @@ def _add_run_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     run.add_argument("--pretrained", default=env.get("HOTLAP_PRETRAINED") or None, metavar="RUN[@VERSION]",
                      help="clone: start from another run's weights (a run folder or store URL, file://… or "
                           "s3://…; VERSION a number, best or last (default)); same sensors and network required")
+    run.add_argument("--overwrite", action="store_true",
+                     default=env.get("HOTLAP_OVERWRITE", "").lower() in ("1", "true", "yes"),
+                     help="when the store already holds a run with different files, delete that run "
+                          "(models, logs, metrics) and start a new one (env HOTLAP_OVERWRITE=1); "
+                          "without it seeding refuses, and the same files resume the run")
 
 
 def _settings_from(args: argparse.Namespace) -> RunSettings:
@@ -112,10 +117,16 @@ def cmd_seed(args: argparse.Namespace) -> int:
     if problems:
         raise SeedError("\n".join(problems))
     store = ModelStore(open_store(config.store_url, config.s3_endpoint_url))
-    seed_store(store, run_files)
-    print(f"seeded run {config.run_id} in {store.url}: track {run_files.settings.track}, "
+    seeded = seed_store(store, run_files, overwrite=args.overwrite)
+    what = {"new": "seeded a new run", "resumed": "same files: resuming run",
+            "overwritten": "deleted the earlier run and seeded a new run"}[seeded.outcome]
+    print(f"{what} {config.run_id} (identity {seeded.nonce}) in {store.url}: track {run_files.settings.track}, "
           f"{run_files.settings.max_iterations} iterations of "
           f"{run_files.hyperparameters.num_episodes_between_training} episodes")
+    failure = store.failure()
+    if seeded.outcome == "resumed" and failure:
+        print(f"note: this run failed and stays failed: {failure}\n"
+              f"fix the cause, then seed with --overwrite (HOTLAP_OVERWRITE=1) or use a new model prefix")
     return 0
 
 
@@ -137,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_id = args.run_id or time.strftime("hotlap-%Y%m%d-%H%M%S")
     store_url = args.store or f"file://{(args.runs_dir / run_id).resolve()}"
     run = LocalRun(run_id=run_id, store_url=store_url, s3_endpoint_url=args.s3_endpoint_url,
-                   workers=args.workers, redis_url=args.redis_url,
+                   workers=args.workers, redis_url=args.redis_url, overwrite=args.overwrite,
                    log_dir=(args.runs_dir / run_id / "logs" / "processes").resolve() if not args.store else None,
                    tensorboard_dir=Path(args.tensorboard).resolve() if args.tensorboard else None)
     print(f"training {run_id} on {run_files.settings.track}: {args.workers} worker(s) × "

@@ -3,7 +3,11 @@
 For container probes (infra/k8s/): exit 0 when healthy, 1 when not, with one line saying why.
 It reads the same HOTLAP_* environment as the process it checks, so it runs in that container.
 
-- `trainer`: its heartbeat (`hotlap:{run}:trainer`, beaten between steps, TTL
+The run's Redis keys carry its identity (the nonce the seed wrote into the store, see
+docs/architecture.md "Runs and their identity"), so the trainer and simulator checks read it from
+the store first: an unseeded store is unhealthy for them.
+
+- `trainer`: its heartbeat (`hotlap:{run}:{nonce}:trainer`, beaten between steps, TTL
   `TRAINER_HEARTBEAT_TTL_S`) is in Redis.
 - `simulator`: the heartbeat of HOTLAP_WORKER_NAME (`hotlap:{run}:workers:{name}`, beaten every
   HOTLAP_HEARTBEAT_S, TTL `HEARTBEAT_TTL_S`) is in Redis; a worker still waiting for the trainer's
@@ -21,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.config import ConfigError, ServiceConfig, WorkerConfig
-from shared.run_files import load_run_files
+from shared.run_files import load_run_files, read_run_nonce
 from shared.store import ModelStore, ObjectNotFound, StoreError, open_store
 from shared.transport import RunTransport, TransportError
 
@@ -81,9 +85,10 @@ def check_seed(store: ModelStore) -> Health:
 def check(role: str, environ: Mapping[str, str]) -> Health:
     """Check `role` with the HOTLAP_* variables of `environ` (raises ConfigError when incomplete)."""
     config = ServiceConfig.from_env(environ)
+    store = ModelStore(open_store(config.store_url, config.s3_endpoint_url))
     if role == "seed":
         try:
-            return check_seed(ModelStore(open_store(config.store_url, config.s3_endpoint_url)))
+            return check_seed(store)
         except StoreError as e:
             return Health(False, f"store unreadable: {e}")
     worker_name = None
@@ -94,6 +99,12 @@ def check(role: str, environ: Mapping[str, str]) -> Health:
                 "HOTLAP_WORKER_NAME: must be set (e.g. to the pod name) for the simulator's health check"])
         worker_name = WorkerConfig.from_env(environ).worker_name
     try:
-        return check_service(role, RunTransport.from_url(config.redis_url, config.run_id), worker_name)
+        nonce = read_run_nonce(store)
+    except ConfigError as e:
+        return Health(False, f"run not seeded: {e}")
+    except StoreError as e:
+        return Health(False, f"store unreadable: {e}")
+    try:
+        return check_service(role, RunTransport.from_url(config.redis_url, config.run_id, nonce=nonce), worker_name)
     except TransportError as e:
         return Health(False, str(e))

@@ -38,6 +38,7 @@ class LocalRun:
     redis_url: str | None = None  # use this server instead of starting one
     log_dir: Path | None = None
     quiet: bool = False
+    overwrite: bool = False  # replace a run with different files in the store (else: refuse)
     tensorboard_dir: Path | None = None  # the trainer writes TensorBoard scalars here
 
 
@@ -86,15 +87,20 @@ def _iteration_metrics(transport: RunTransport, episodes_per_iteration: int) -> 
 
 
 def train_locally(run: LocalRun, files: RunFiles) -> int:
-    """Returns 0 when the trainer and every worker exited 0."""
+    """Returns 0 when the run finished and the trainer and every worker exited 0; 1 otherwise
+    (a failed run too: its processes exit 0, see docs/architecture.md "Failure is visible").
+    Raises SeedError when the store holds a run with other files and `run.overwrite` is off."""
     store = ModelStore(open_store(run.store_url, run.s3_endpoint_url))
-    seed_store(store, files)
+    seeded = seed_store(store, files, overwrite=run.overwrite)
+    if seeded.outcome != "new":
+        print(f"{store.url}: {'same files: resuming' if seeded.outcome == 'resumed' else 'overwrote'} "
+              f"run {run.run_id} (identity {seeded.nonce})", flush=True)
     log_dir = run.log_dir
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with _redis(run) as redis_url:
-        transport = RunTransport.from_url(redis_url, run.run_id)
+        transport = RunTransport.from_url(redis_url, run.run_id, nonce=seeded.nonce)
         trainer = _spawn("trainer", _service_env(run, redis_url), log_dir / "trainer.log" if log_dir else None)
         workers = [
             _spawn("simulator", _service_env(run, redis_url, f"{socket.gethostname()}-w{i}"),
@@ -113,9 +119,9 @@ def train_locally(run: LocalRun, files: RunFiles) -> int:
             errors = transport.recent_errors()
         except TransportError as e:  # e.g. a wrong password: the processes' logs say the same
             status, errors = None, [str(e)]
-    _summary(run, store, codes, status.reason if status and status.state == "failed" else "", errors,
-             time.monotonic() - started)
-    return 0 if all(code == 0 for code in codes) else 1
+    failure = status.reason if status and status.state == "failed" else (store.failure() or "")
+    _summary(run, store, codes, failure, errors, time.monotonic() - started)
+    return 0 if all(code == 0 for code in codes) and not failure and store.is_done() else 1
 
 
 @contextmanager

@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
+
+import yaml
 
 from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
-from shared.run_files import RunFiles, save_run_files
-from shared.store import ModelStore, S3Store, sha256
+from shared.run_files import RunFiles, new_run_nonce, read_run_nonce, save_run_files, write_run_nonce
+from shared.store import ModelStore, ObjectNotFound, S3Store, sha256
 from simulator.reward import RewardFunctionError, decode_reward_source, load_reward_function
 from simulator.track import TrackError, read_user_track
 
@@ -137,7 +140,78 @@ def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations
                     reward_source=reward_text, track_npy=track_npy)
 
 
-def seed_store(store: ModelStore, files: RunFiles) -> None:
+OVERWRITE_HINT = "--overwrite (HOTLAP_OVERWRITE=1)"
+
+
+@dataclass(frozen=True)
+class SeededRun:
+    """What seeding did: `new` (empty prefix), `resumed` (same files: nothing written) or
+    `overwritten` (the prefix's earlier run deleted); `nonce` is the run identity in effect."""
+
+    nonce: str
+    outcome: Literal["new", "resumed", "overwritten"]
+
+
+def seed_store(store: ModelStore, files: RunFiles, *, overwrite: bool = False) -> SeededRun:
+    """Put a run's files in the store, never silently changing a run that is there.
+
+    An empty prefix gets the files and a new run identity. A prefix holding the same files is a
+    resume: nothing is written. A prefix holding a run with other files raises SeedError naming
+    each differing file, unless `overwrite`: then every object under the prefix (models, logs,
+    markers) is deleted and a new run starts there. DRfC refuses the same way (its -w wipes).
+    Raises StoreError when the store can't be read or written."""
     if isinstance(store.objects, S3Store):
         store.objects.ensure_bucket()
+    existing = store.objects.list()
+    if existing:
+        differing = _differing_files(store, files)
+        if not differing:
+            return SeededRun(_existing_or_new_nonce(store), "resumed")
+        if not overwrite:
+            raise SeedError(
+                f"{store.url} holds a run with different files; seeding would silently change it:\n"
+                + "\n".join(f"  - {d}" for d in differing)
+                + f"\nUse a new model prefix for a new run, or pass {OVERWRITE_HINT} to delete the run "
+                  f"there ({len(existing)} objects: models, logs, metrics) and start a new one.")
+        store.objects.delete(existing)
+    nonce = new_run_nonce()
     save_run_files(store, files)
+    write_run_nonce(store, nonce)  # last: a run without an identity is not startable
+    return SeededRun(nonce, "overwritten" if existing else "new")
+
+
+def _existing_or_new_nonce(store: ModelStore) -> str:
+    try:
+        return read_run_nonce(store)
+    except ConfigError:  # seeded by an older hotlap, or a seed that died before its last write
+        nonce = new_run_nonce()
+        write_run_nonce(store, nonce)
+        return nonce
+
+
+def _differing_files(store: ModelStore, files: RunFiles) -> list[str]:
+    """One line per run file whose stored content differs from `files`, with the changed keys
+    of the JSON/YAML ones."""
+    differing = []
+    for key, wanted in files.objects().items():
+        try:
+            stored = store.objects.get(key)
+        except ObjectNotFound:
+            differing.append(f"{key}: missing in the store")
+            continue
+        if stored != wanted:
+            changed = _changed_keys(stored, wanted) if key.endswith((".json", ".yaml")) else []
+            differing.append(f"{key}: differs" + (f" ({', '.join(changed)})" if changed else ""))
+    return differing
+
+
+def _changed_keys(stored: bytes, wanted: bytes) -> list[str]:
+    try:
+        old: Any = yaml.safe_load(stored)  # JSON is YAML
+        new: Any = yaml.safe_load(wanted)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new), key=str)
+            if old.get(k) != new.get(k)]

@@ -202,7 +202,7 @@ ensure_torch_wheel() {
 
 source_key() {
   local files
-  files="$(find pyproject.toml README.md LICENSE* NOTICE* shared simulator trainer hotlap infra/Dockerfile .dockerignore \
+  files="$(find pyproject.toml README.md LICENSE* NOTICE* shared simulator trainer hotlap infra/Dockerfile infra/torch-requirements-cpu.txt infra/torch-requirements-cuda.txt .dockerignore \
     -type f ! -path '*/__pycache__/*' ! -name '*.py[cod]' 2>/dev/null | LC_ALL=C sort)"
   { printf '%s\n' "$files" | tr '\n' '\0' | xargs -0 sha256sum; find "$WHEELS" -name '*.whl' -printf '%f %s\n' | sort; image_id "$BASE_IMAGE"; } \
     | sha256sum | cut -c1-16

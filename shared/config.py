@@ -523,6 +523,8 @@ class ServiceConfig(BaseModel):
     store_url: str = Field(..., alias="HOTLAP_STORE_URL")
     s3_endpoint_url: str | None = Field(None, alias="HOTLAP_S3_ENDPOINT_URL")
     log_level: str = Field("INFO", alias="HOTLAP_LOG_LEVEL")
+    # A run that ended (done or failed) keeps its Redis keys this long, then they expire.
+    finished_run_ttl_s: int = Field(7 * 24 * 3600, ge=1, alias="HOTLAP_FINISHED_RUN_TTL_S")
     log_format: Literal["text", "json"] = Field("text", alias="HOTLAP_LOG_FORMAT")
     # How long a transient Redis/store outage is waited out (capped backoff) before the run fails.
     retry_give_up_s: float = Field(300.0, gt=0.0, alias="HOTLAP_RETRY_GIVE_UP_S")
@@ -576,6 +578,8 @@ class TrainerConfig(ServiceConfig):
     torch_threads: int = Field(0, ge=0, alias="HOTLAP_TORCH_THREADS")
     stall_timeout_s: float = Field(60.0, gt=0.0, alias="HOTLAP_STALL_TIMEOUT_S")
     seed: int = Field(0, alias="HOTLAP_SEED")
+    # One trainer per run: the lease expires this long after its holder stopped renewing it.
+    lease_s: float = Field(10.0, ge=1.0, le=600.0, alias="HOTLAP_TRAINER_LEASE_S")
     tensorboard_dir: str | None = Field(None, alias="HOTLAP_TENSORBOARD_DIR")
     # Checkpoint retention: the store keeps the weights of the last `keep_versions` versions plus the
     # best one and the pinned ones, and the optimizer state of the latest only. DeepRacer keeps

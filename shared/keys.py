@@ -1,4 +1,10 @@
-"""Every Redis key of a run, from one place. Keys are namespaced `hotlap:{run}:...`."""
+"""Every Redis key of a run, from one place.
+
+Keys are namespaced `hotlap:{run}:{nonce}:...`: the run id the user picked, plus the run nonce
+the seed wrote into the store (`ip/run.json`). A new run on the same Redis with the same run id
+(a new model prefix, or a prefix re-seeded with --overwrite) gets a new nonce and so keys no
+earlier run ever touched: no inherited status, tickets, worker indexes or stream.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,16 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RunKeys:
     run_id: str
+    nonce: str = ""  # empty: keys without a run identity (probes, tests of the transport alone)
 
     @property
     def prefix(self) -> str:
-        return f"hotlap:{self.run_id}"
+        return f"hotlap:{self.run_id}:{self.nonce}" if self.nonce else f"hotlap:{self.run_id}"
+
+    @property
+    def pattern(self) -> str:
+        """Every key of this run (SCAN MATCH), e.g. to set their expiry once the run ended."""
+        return f"{self.prefix}:*"
 
     @property
     def experience(self) -> str:
@@ -59,6 +71,11 @@ class RunKeys:
     def tickets(self, version: int) -> str:
         """Hash {quota, claimed}: episodes still to be played with `version` (sync schedule)."""
         return f"{self.prefix}:tickets:{version}"
+
+    @property
+    def trainer_lease(self) -> str:
+        """String "host=... pid=... token=..." with a TTL: the one trainer allowed to train this run."""
+        return f"{self.prefix}:trainer_lease"
 
     @property
     def accounting(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from shared.store import (
     PRETRAINED_MANIFEST,
     PRETRAINED_WEIGHTS,
     REWARD_FUNCTION,
+    RUN_IDENTITY,
     TRAINING_PARAMS,
     ModelStore,
     ObjectNotFound,
@@ -44,9 +46,26 @@ class RunFiles:
     track_npy: bytes | None = None
     # Only when seeding a clone (hotlap/clone.py); the trainer reads the copy from the store.
     pretrained: PretrainedModel | None = None
+    nonce: str = ""  # the run identity (RUN_IDENTITY); set by load_run_files, written by the seed
 
     def build_policy(self) -> PolicyNetwork:
         return build_policy(self.metadata, self.hyperparameters)
+
+    def objects(self) -> dict[str, bytes]:
+        """The store objects these files are saved as, key -> bytes, in the order they are
+        written: the reward function, the track file and settings first, model metadata last."""
+        objects = {REWARD_FUNCTION: self.reward_source.encode(),
+                   HYPERPARAMETERS: self.hyperparameters.to_json().encode()}
+        if self.track_npy is not None:
+            if self.settings.track_file is None:
+                raise ValueError("RunFiles.track_npy is set but settings.track_file names no key for it")
+            objects[self.settings.track_file] = self.track_npy
+        if self.pretrained is not None:
+            objects[PRETRAINED_WEIGHTS] = self.pretrained.weights
+            objects[PRETRAINED_MANIFEST] = json.dumps(self.pretrained.manifest, indent=2).encode()
+        objects[TRAINING_PARAMS] = self.settings.to_yaml().encode()
+        objects[MODEL_METADATA] = self.metadata.to_json().encode()
+        return objects
 
 
 def build_policy(metadata: ModelMetadata, hyperparameters: Hyperparameters) -> PolicyNetwork:
@@ -60,7 +79,8 @@ def build_policy(metadata: ModelMetadata, hyperparameters: Hyperparameters) -> P
 
 
 def load_run_files(store: ModelStore) -> RunFiles:
-    """Raises ConfigError naming the file on bad content, StoreError when the store can't be read."""
+    """Raises ConfigError naming the file on bad content or a missing run identity, StoreError
+    when the store can't be read."""
     settings = RunSettings.parse(store.get_text(TRAINING_PARAMS), f"{store.url}/{TRAINING_PARAMS}")
     return RunFiles(
         settings=settings,
@@ -68,6 +88,7 @@ def load_run_files(store: ModelStore) -> RunFiles:
         hyperparameters=Hyperparameters.parse(store.get_text(HYPERPARAMETERS), f"{store.url}/{HYPERPARAMETERS}"),
         reward_source=store.get_text(REWARD_FUNCTION),
         track_npy=_stored_track(store, settings),
+        nonce=read_run_nonce(store),
     )
 
 
@@ -89,14 +110,31 @@ def _stored_track(store: ModelStore, settings: RunSettings) -> bytes | None:
 
 def save_run_files(store: ModelStore, files: RunFiles) -> None:
     """Seed a run: the reward function, the track file and settings first, model metadata last."""
-    store.put_text(REWARD_FUNCTION, files.reward_source)
-    store.put_text(HYPERPARAMETERS, files.hyperparameters.to_json())
-    if files.track_npy is not None:
-        if files.settings.track_file is None:
-            raise ValueError("RunFiles.track_npy is set but settings.track_file names no key for it")
-        store.objects.put(files.settings.track_file, files.track_npy)
-    if files.pretrained is not None:
-        store.objects.put(PRETRAINED_WEIGHTS, files.pretrained.weights)
-        store.put_text(PRETRAINED_MANIFEST, json.dumps(files.pretrained.manifest, indent=2))
-    store.put_text(TRAINING_PARAMS, files.settings.to_yaml())
-    store.put_text(MODEL_METADATA, files.metadata.to_json())
+    for key, data in files.objects().items():
+        store.objects.put(key, data)
+
+
+def new_run_nonce() -> str:
+    """A fresh run identity: 48 random bits, hex (a new run never meets an earlier run's keys)."""
+    return secrets.token_hex(6)
+
+
+def write_run_nonce(store: ModelStore, nonce: str) -> None:
+    store.put_text(RUN_IDENTITY, json.dumps({"nonce": nonce}) + "\n")
+
+
+def read_run_nonce(store: ModelStore) -> str:
+    """The run identity the seed wrote. Raises ConfigError when it is missing or malformed."""
+    source = f"{store.url}/{RUN_IDENTITY}"
+    try:
+        text = store.get_text(RUN_IDENTITY)
+    except ObjectNotFound as e:
+        raise ConfigError(source, ["missing: the run was not seeded (run `hotlap seed`, or the compose "
+                                   "init service, before the trainer and the simulators)"]) from e
+    try:
+        nonce = json.loads(text)["nonce"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(source, [f"expected {{\"nonce\": \"<hex>\"}}, got {text[:80]!r}"]) from e
+    if not isinstance(nonce, str) or not nonce.isalnum() or len(nonce) > 32:
+        raise ConfigError(source, [f"nonce: expected 1-32 letters or digits, got {nonce!r}"])
+    return nonce

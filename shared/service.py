@@ -25,10 +25,22 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from shared.store import ObjectNotFound, StoreError
+from shared.config import ConfigError
+from shared.run_files import read_run_nonce
+from shared.store import ModelStore, ObjectNotFound, StoreError
 from shared.transport import RunTransport, TransportError
 
 T = TypeVar("T")
+
+# Exit statuses of both services. A process that stops because the run failed (its reason is in
+# the status key, the store's ip/failed and the log) exits 0: a restart policy that restarts on
+# non-zero exits (compose's `restart: on-failure`, Kubernetes' OnFailure) would otherwise start it
+# into the same failure again and again. Crashes still exit non-zero and get restarted.
+EXIT_OK = 0
+EXIT_RUN_FAILED = 0
+EXIT_SERVER_ERROR = 1  # Redis or the store refused for good, or stayed away past HOTLAP_RETRY_GIVE_UP_S
+EXIT_NOT_SEEDED = 2  # the store holds no run (ip/run.json): nothing to join
+EXIT_LEASE = 3  # trainer only: another trainer holds this run's lease, or this one lost it
 
 # Backoff between retries: random in [0, min(cap, base * 2^attempt)] ("full jitter").
 RETRY_BASE_S = 0.2
@@ -64,8 +76,9 @@ def _is_transient(error: BaseException) -> bool:
 
 
 class ServiceLoop:
-    def __init__(self, transport: RunTransport, log: logging.Logger, retry_give_up_s: float):
+    def __init__(self, transport: RunTransport, log: logging.Logger, store: ModelStore, retry_give_up_s: float):
         self.transport = transport
+        self.store = store
         self.log = log
         self.stop_requested = False
         self.retry_give_up_s = retry_give_up_s
@@ -114,25 +127,60 @@ class ServiceLoop:
                                   f"giving up, HOTLAP_RETRY_GIVE_UP_S)") from e
             raise ServerError(f"{what}: {e}") from e
 
+    def bind_run(self) -> bool:
+        """Key the transport by the run identity the seed wrote into the store. False (logged)
+        when the store holds no seeded run."""
+        try:
+            nonce = self.retrying("reading the run identity", read_run_nonce, self.store)
+        except ConfigError as e:
+            self.log.error("%s", e)
+            return False
+        self.transport = self.transport.for_run(nonce)
+        return True
+
+    def join_run(self) -> int | None:
+        """`bind_run` at a process's start: None once bound, else the exit status: EXIT_NOT_SEEDED,
+        EXIT_OK (a stop signal came), EXIT_SERVER_ERROR (the store refused or stayed away; there is
+        no run identity yet to record the failure under, so it is logged only)."""
+        try:
+            return None if self.bind_run() else EXIT_NOT_SEEDED
+        except StopRequested:
+            return EXIT_OK
+        except ServerError as e:
+            self.log.error("%s", e)
+            return EXIT_SERVER_ERROR
+
+    def check_run_not_failed_in_store(self) -> None:
+        """A failed run stays failed across restarts, even once Redis forgot it (its keys expire)."""
+        reason = self.retrying("reading ip/failed", self.store.failure)
+        if reason is not None:
+            raise RunFailed(reason)
+
     def check_run_not_failed(self) -> None:
         status = self.retrying("reading run status", self.transport.status)
         if status is not None and status.state == "failed":
             raise RunFailed(status.reason)
 
     def record_failure(self, source: str, reason: str) -> None:
-        """Fail the whole run visibly (status + error list) instead of a silent crash loop."""
+        """Fail the whole run visibly (status + error list in Redis, ip/failed in the store)
+        instead of a silent crash loop. The first failure recorded is the one that stays."""
         self.log.error("%s", reason)
         try:
             self.transport.report_error(source, reason)
             self.transport.set_status("failed", reason)
         except TransportError as e:
             self.log.warning("could not record the failure in Redis: %s", e)
+        try:
+            if self.store.failure() is None:
+                self.store.mark_failed(reason)
+        except StoreError as e:
+            self.log.warning("could not record the failure in the store: %s", e)
 
     def fail_on_server_error(self, source: str, error: ServerError) -> int:
-        """One line for a server that refused or stayed away, recorded in Redis when Redis is not the
-        server at fault; the process exit code (1)."""
+        """One line for a server that refused or stayed away, recorded in Redis and the store when
+        Redis is not the server at fault; the process exit code (EXIT_SERVER_ERROR)."""
         if isinstance(error.__cause__, TransportError):
             self.log.error("%s", error)
         else:
             self.record_failure(source, str(error))
-        return 1
+        return EXIT_SERVER_ERROR

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,8 @@ TRAINING_PARAMS = "training_params.yaml"
 MODEL_METADATA = "model/model_metadata.json"
 HYPERPARAMETERS = "ip/hyperparameters.json"
 DONE_MARKER = "ip/done"
+FAILED_MARKER = "ip/failed"  # the reason a run failed (hotlap's own; a failed run is not trained again)
+RUN_IDENTITY = "ip/run.json"  # {"nonce": ...}: written by the seed, part of every Redis key of the run
 LATEST_POINTER = "model/latest.json"
 CHECKPOINTS_INDEX = "model/deepracer_checkpoints.json"
 EPISODE_LOG = "logs/episodes.csv"
@@ -78,7 +81,12 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def list_info(self, prefix: str = "") -> list[ObjectInfo]: ...
     def list(self, prefix: str = "") -> list[str]: ...
-    def delete(self, key: str) -> None: ...
+    def delete(self, keys: str | Sequence[str]) -> None: ...
+
+
+def _key_list(keys: str | Sequence[str]) -> list[str]:
+    """One key or many (a bare string is one key, not a sequence of one-letter keys)."""
+    return [keys] if isinstance(keys, str) else list(keys)
 
 
 class LocalStore:
@@ -127,15 +135,16 @@ class LocalStore:
             found.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
         return found
 
-    def delete(self, key: str) -> None:
-        """Remove an object (absent is fine), and its folder once empty."""
-        path = self._path(key)
-        try:
-            path.unlink(missing_ok=True)
-            if path.parent != self.root.resolve() and not any(path.parent.iterdir()):
-                path.parent.rmdir()
-        except OSError as e:
-            raise StoreError(f"{self.url}: cannot delete {key}: {e}") from e
+    def delete(self, keys: str | Sequence[str]) -> None:
+        """Remove objects (absent is fine), and each one's folder once empty."""
+        for key in _key_list(keys):
+            path = self._path(key)
+            try:
+                path.unlink(missing_ok=True)
+                if path.parent != self.root.resolve() and not any(path.parent.iterdir()):
+                    path.parent.rmdir()
+            except OSError as e:
+                raise StoreError(f"{self.url}: cannot delete {key}: {e}") from e
 
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.exists():
@@ -208,9 +217,6 @@ class S3Store:
         except ObjectNotFound:
             return False
 
-    def delete(self, key: str) -> None:
-        self._call("delete", key, self.client.delete_object, Key=self._key(key))
-
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         """Like `list`, with each object's size and modification time."""
         found: list[ObjectInfo] = []
@@ -227,6 +233,18 @@ class S3Store:
             if not page.get("IsTruncated"):
                 return sorted(found, key=lambda info: info.key)
             token = page.get("NextContinuationToken")
+
+    def delete(self, keys: str | Sequence[str]) -> None:
+        """Remove objects (absent is fine), up to 1000 per DeleteObjects request."""
+        keys = _key_list(keys)
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            chunk = keys[start:start + 1000]
+            reply = self._call("delete", f"{len(chunk)} objects", self.client.delete_objects,
+                               Delete={"Objects": [{"Key": self._key(k)} for k in chunk], "Quiet": True})
+            if reply.get("Errors"):
+                first = reply["Errors"][0]
+                raise StoreError(f"{self.url}: cannot delete {first.get('Key')}: {first.get('Code')} "
+                                 f"{first.get('Message', '')}")
 
     def list(self, prefix: str = "") -> list[str]:
         return [info.key for info in self.list_info(prefix)]
@@ -384,3 +402,14 @@ class ModelStore:
 
     def is_done(self) -> bool:
         return self.objects.exists(DONE_MARKER)
+
+    def mark_failed(self, reason: str) -> None:
+        """Keep the reason with the model: a failed run stays failed after any restart."""
+        self.objects.put(FAILED_MARKER, reason.encode())
+
+    def failure(self) -> str | None:
+        """The reason the run failed, or None."""
+        try:
+            return self.get_text(FAILED_MARKER)
+        except ObjectNotFound:
+            return None

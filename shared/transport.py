@@ -37,6 +37,7 @@ TRAINER_HEARTBEAT_TTL_S = 600
 DEFAULT_STREAM_LIMIT = 2000
 
 RUN_STATES = ("starting", "running", "done", "failed")
+FINISHED_STATES = ("done", "failed")
 # Why the trainer dropped a message: played with a version it no longer trains (stale), not
 # decodable (corrupt), bigger than the run allows (oversize), decodable but not this run's
 # observation/action spec (invalid), or past DeepRacer's per-iteration step cap (over_cap).
@@ -108,7 +109,7 @@ class RunStatus:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "failed")
+        return self.state in FINISHED_STATES
 
 
 @dataclass
@@ -176,23 +177,58 @@ end
 return n
 """
 
+# Set the run status unless the run already ended: done and failed are final, so no process
+# (a restarted trainer, a late worker) can set a failed run back to running or bury its reason.
+# Returns the state in effect afterwards.
+_SET_STATUS = """
+local current = redis.call('HGET', KEYS[1], 'state')
+if current == 'done' or current == 'failed' then return current end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'updated_at', ARGV[3])
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
+# The trainer lease: renew (PEXPIRE) or release (DEL) only while this holder still holds it.
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class RunTransport:
     """Everything one run exchanges over Redis."""
 
-    def __init__(self, client: redis.Redis, run_id: str, stream_limit: int = DEFAULT_STREAM_LIMIT):
+    def __init__(self, client: redis.Redis, run_id: str, stream_limit: int = DEFAULT_STREAM_LIMIT, *,
+                 nonce: str = "", finished_ttl_s: int | None = None):
+        """`nonce`: the run identity from the store (shared.run_files.read_run_nonce), part of every
+        key. `finished_ttl_s`: once the run is done or failed, its keys expire after this many
+        seconds (None: never)."""
         # redis-py's stubs type replies as bytes | str | Any; replies here are bytes (decode_responses off).
         self.client: Any = client
         self.url = describe_client(client)  # for messages; never holds the password
-        self.keys = RunKeys(run_id)
+        self.run_id = run_id
+        self.keys = RunKeys(run_id, nonce)
         self.stream_limit = stream_limit
+        self.finished_ttl_s = finished_ttl_s
         self._claim_ticket = client.register_script(_CLAIM_TICKET)
+        self._set_status = client.register_script(_SET_STATUS)
+        self._renew_lease = client.register_script(_RENEW_LEASE)
+        self._release_lease = client.register_script(_RELEASE_LEASE)
         self._push = client.register_script(_PUSH_EXPERIENCE)
         self._reissue = client.register_script(_REISSUE_TICKETS)
 
     @classmethod
-    def from_url(cls, url: str, run_id: str) -> RunTransport:
-        return cls(redis_from_url(url), run_id)
+    def from_url(cls, url: str, run_id: str, *, nonce: str = "", finished_ttl_s: int | None = None) -> RunTransport:
+        return cls(redis_from_url(url), run_id, nonce=nonce, finished_ttl_s=finished_ttl_s)
+
+    def for_run(self, nonce: str) -> RunTransport:
+        """The same connection, keyed by the run identity read from the store."""
+        return RunTransport(self.client, self.run_id, self.stream_limit, nonce=nonce,
+                            finished_ttl_s=self.finished_ttl_s)
 
     @_wrap_errors
     def ping(self) -> bool:
@@ -331,11 +367,26 @@ class RunTransport:
     # ------------------------------------------------------------ run status and progress
 
     @_wrap_errors
-    def set_status(self, state: str, reason: str = "") -> None:
+    def set_status(self, state: str, reason: str = "") -> str:
+        """Set the run state, unless the run already ended (done and failed are final).
+        Returns the state in effect afterwards; a finished run's keys get `finished_ttl_s`."""
         if state not in RUN_STATES:
             raise ValueError(f"unknown run state {state!r}")
-        self.client.hset(self.keys.status, mapping={"state": state, "reason": reason, "updated_at": time.time()})
-        self.client.publish(self.keys.status, state)
+        effective = self._set_status(keys=[self.keys.status], args=[state, reason, time.time()])
+        effective = effective.decode() if isinstance(effective, bytes) else str(effective)
+        if effective in FINISHED_STATES and self.finished_ttl_s is not None:
+            self._expire_run(self.finished_ttl_s)
+        return effective
+
+    def _expire_run(self, ttl_s: int) -> None:
+        """Every key of this run expires in ttl_s (a finished run's state is kept that long for
+        `hotlap train`, late workers and the user, then Redis forgets it)."""
+        if not self.keys.nonce:
+            return  # without a run identity the pattern would match other runs' keys
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.client.scan_iter(match=self.keys.pattern, count=500):
+            pipe.expire(key, ttl_s)
+        pipe.execute()
 
     @_wrap_errors
     def status(self) -> RunStatus | None:
@@ -434,6 +485,26 @@ class RunTransport:
                 name = key.decode().rsplit(":", 1)[-1]
                 workers[name] = {k.decode(): v.decode() for k, v in data.items()}
         return workers
+
+    # ------------------------------------------------------------ the trainer lease
+
+    @_wrap_errors
+    def acquire_lease(self, holder: str, ttl_ms: int) -> str | None:
+        """Take the trainer lease (SET NX PX). Returns None when taken, else the current holder
+        ("" if it expired in between: ask again)."""
+        if self.client.set(self.keys.trainer_lease, holder, nx=True, px=ttl_ms):
+            return None
+        current = self.client.get(self.keys.trainer_lease)
+        return "" if current is None else str(current.decode())
+
+    @_wrap_errors
+    def renew_lease(self, holder: str, ttl_ms: int) -> bool:
+        """Extend the lease; False when `holder` no longer holds it (it expired or another took it)."""
+        return bool(self._renew_lease(keys=[self.keys.trainer_lease], args=[holder, ttl_ms]))
+
+    @_wrap_errors
+    def release_lease(self, holder: str) -> None:
+        self._release_lease(keys=[self.keys.trainer_lease], args=[holder])
 
     @_wrap_errors
     def subscribe_versions(self) -> Iterator[int]:

@@ -31,7 +31,14 @@ from shared.experience import Experience
 from shared.logs import SIMTRACE_LOGGER
 from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
-from shared.service import RunFailed, ServerError, ServiceLoop, StopRequested
+from shared.service import (
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    RunFailed,
+    ServerError,
+    ServiceLoop,
+    StopRequested,
+)
 from shared.store import REWARD_FUNCTION, ModelStore
 from shared.transport import RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
@@ -122,9 +129,8 @@ def load_inputs(store: ModelStore) -> RunFiles:
 
 class SimulatorWorker(ServiceLoop):
     def __init__(self, config: WorkerConfig, transport: RunTransport, store: ModelStore):
-        super().__init__(transport, log, config.retry_give_up_s)
+        super().__init__(transport, log, store, config.retry_give_up_s)
         self.config = config
-        self.store = store
         self.worker_index = -1
         self.policy_version = -1
         self.episodes_played = 0
@@ -141,8 +147,14 @@ class SimulatorWorker(ServiceLoop):
     # ------------------------------------------------------------------ entry
 
     def run(self) -> int:
+        """Exit status: EXIT_OK when the run is done or a signal stopped the worker,
+        EXIT_RUN_FAILED (0, see shared.service) when the run failed, EXIT_NOT_SEEDED."""
         self.install_signal_handlers()
+        if (exit_status := self.join_run()) is not None:
+            return exit_status
         try:
+            self._load_inputs()
+            self.check_run_not_failed_in_store()
             self._wait_for_run()
             self._setup()
             while not self.stop_requested:
@@ -162,17 +174,17 @@ class SimulatorWorker(ServiceLoop):
             log.info("stop requested; leaving")
         except RewardFunctionError as e:
             self.record_failure(self.config.worker_name, str(e))
-            return 1
+            return EXIT_RUN_FAILED
         except ServerError as e:
             return self.fail_on_server_error(self.config.worker_name, e)
         except RunFailed as e:
             log.error("run failed: %s", e)
-            return 1
+            return EXIT_RUN_FAILED
         finally:
             self._flush_logs()
         log.info("worker %s done: %d episodes, %d steps, %.1fs waiting on the trainer", self.config.worker_name,
                  self.episodes_played, self.steps_played, self.trainer_wait.waiting_s)
-        return 0
+        return EXIT_OK
 
     def _wait_for_run(self) -> None:
         """Wait until the trainer has published version 0 (or the run ended)."""
@@ -189,10 +201,14 @@ class SimulatorWorker(ServiceLoop):
             time.sleep(0.5)
         raise StopRequested()
 
+    def _load_inputs(self) -> RunFiles:
+        self.inputs: RunFiles = self.retrying("loading run files", load_inputs, self.store)
+        return self.inputs
+
     def _setup(self) -> None:
         self.worker_index = self.retrying("registering", self.transport.register_worker, self.config.worker_name)
-        inputs = self.retrying("loading run files", load_inputs, self.store)
-        self.inputs = inputs
+        # run() loaded the files before waiting for the trainer; loaded here when set up alone (tests)
+        inputs = self.inputs if hasattr(self, "inputs") else self._load_inputs()
         settings = inputs.settings
         num_cars = self.config.cars_per_worker or settings.cars_per_worker
         try:

@@ -33,7 +33,15 @@ from shared.evaluation import CheckpointIndex, EvaluationError, episodes_from_js
 from shared.experience import Experience
 from shared.networks import ModelFormatError, architecture, check_architecture, load_state_from_bytes, state_to_bytes
 from shared.run_files import RunFiles, load_run_files
-from shared.service import RunFailed, ServerError, ServiceLoop, StopRequested
+from shared.service import (
+    EXIT_LEASE,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    RunFailed,
+    ServerError,
+    ServiceLoop,
+    StopRequested,
+)
 from shared.store import (
     ACCOUNTING_LOG,
     CHECKPOINTS_INDEX,
@@ -51,6 +59,7 @@ from shared.store import (
 from shared.transport import RunTransport, TransportError
 from trainer.coach_log import CoachLog
 from trainer.intake import Verdict, experience_spec, screen
+from trainer.lease import LeaseError, TrainerLease
 from trainer.ppo import PPOSettings, make_optimizer, ppo_update
 from trainer.tensorboard import TensorBoardLog
 
@@ -103,9 +112,9 @@ class NonFiniteLoss(RunFailed):
 
 class TrainerService(ServiceLoop):
     def __init__(self, config: TrainerConfig, transport: RunTransport, store: ModelStore):
-        super().__init__(transport, log, config.retry_give_up_s)
+        super().__init__(transport, log, store, config.retry_give_up_s)
         self.config = config
-        self.store = store
+        self.lease: TrainerLease | None = None
         self.device = resolve_device(config.device)
         self.episode_rows: list[tuple[Any, ...]] = []
         self.last_evaluation_poll = float("-inf")
@@ -118,53 +127,76 @@ class TrainerService(ServiceLoop):
     # ------------------------------------------------------------------ entry
 
     def run(self) -> int:
+        """Exit status: EXIT_OK when the run is done (or stopped by a signal), EXIT_RUN_FAILED
+        (0, see shared.service) when it failed, EXIT_NOT_SEEDED, EXIT_LEASE."""
         self.install_signal_handlers()
+        if (exit_status := self.join_run()) is not None:
+            return exit_status
         try:
             files = self._load_files()
-            if self.retrying("checking ip/done", self.store.is_done):
-                log.info("run %s is already done (ip/done exists); nothing to train", self.config.run_id)
-                self.retrying("setting status", self.transport.set_status, "done")
-                return 0
-            # A failed run stays failed: a restarted trainer must not train on what failed it again.
-            self.check_run_not_failed()
-            self._setup(files)
-            for version in range(self.version, self.max_iterations):
-                collect_started = time.monotonic()
-                batch = self._collect(version)
-                collect_seconds = time.monotonic() - collect_started
-                self._beat("training", version, force=True)
-                stats = self._train(version, batch)
-                # Next to train_seconds in the progress hash and the manifest: the share of an
-                # iteration the trainer waited for experience (bench/pipeline.py reads both).
-                stats["collect_seconds"] = collect_seconds
-                self._beat("publishing", version, force=True)
-                # Log before publishing: a trainer killed in between re-trains this iteration
-                # on resume, and the reloaded log drops rows of iterations that were never published.
-                self._log_iteration(version, batch, stats)
-                # Worker 0 evaluates each version before it takes the next (deepracer-formats.md §7.4):
-                # publishing only after version's evaluation means no version goes unevaluated.
-                self._await_evaluation(version)
-                self._publish(version + 1, stats)
-                self._acknowledge(batch)
-            self._await_evaluation(self.max_iterations)
-            self._finish()
-            return 0
+            if self._run_already_ended():
+                return EXIT_OK
+            self.lease = TrainerLease(self.transport, self.config.lease_s)
+            self.retrying("taking the trainer lease", self.lease.acquire)
+            self.lease.start_renewing()
+            try:
+                self._train_run(files)
+            finally:
+                self.lease.release()
+            return EXIT_OK
         except StopRequested:
             log.info("stopped before the run finished; restart the trainer to resume from the latest version")
-            return 0
+            return EXIT_OK
         except ConfigError as e:
             self.record_failure("trainer", str(e))
-            return 1
+            return EXIT_RUN_FAILED
         except ServerError as e:
             return self.fail_on_server_error("trainer", e)
         except NonFiniteLoss as e:
             self.record_failure("trainer", str(e))
             self._close_accounting()
-            return 1
+            return EXIT_RUN_FAILED
         except RunFailed as e:
             log.error("run failed: %s", e)
             self._close_accounting()
-            return 1
+            return EXIT_RUN_FAILED
+        except LeaseError as e:
+            log.error("%s", e)
+            return EXIT_LEASE
+
+    def _run_already_ended(self) -> bool:
+        """A done run is not trained again; a failed run stays failed (RunFailed with its reason):
+        a restarted trainer must not train on what failed it again."""
+        if self.retrying("checking ip/done", self.store.is_done):
+            log.info("run %s is already done (ip/done exists); nothing to train", self.config.run_id)
+            self.retrying("setting status", self.transport.set_status, "done")
+            return True
+        self.check_run_not_failed_in_store()
+        self.check_run_not_failed()
+        return False
+
+    def _train_run(self, files: RunFiles) -> None:
+        self._setup(files)
+        for version in range(self.version, self.max_iterations):
+            collect_started = time.monotonic()
+            batch = self._collect(version)
+            collect_seconds = time.monotonic() - collect_started
+            self._beat("training", version, force=True)
+            stats = self._train(version, batch)
+            # Next to train_seconds in the progress hash and the manifest: the share of an
+            # iteration the trainer waited for experience (bench/pipeline.py reads both).
+            stats["collect_seconds"] = collect_seconds
+            self._beat("publishing", version, force=True)
+            # Log before publishing: a trainer killed in between re-trains this iteration
+            # on resume, and the reloaded log drops rows of iterations that were never published.
+            self._log_iteration(version, batch, stats)
+            # Worker 0 evaluates each version before it takes the next (deepracer-formats.md §7.4):
+            # publishing only after version's evaluation means no version goes unevaluated.
+            self._await_evaluation(version)
+            self._publish(version + 1, stats)
+            self._acknowledge(batch)
+        self._await_evaluation(self.max_iterations)
+        self._finish()
 
     # ------------------------------------------------------------------ set-up
 
@@ -202,7 +234,7 @@ class TrainerService(ServiceLoop):
         self.checkpoints = self._load_checkpoint_index(files.settings.best_model_metric)
         self.retrying("ensuring the consumer group", self.transport.ensure_group)
         self.version = self._resume_or_start()
-        self.retrying("setting status", self.transport.set_status, "running")
+        self._set_status("running")
         self.retrying("announcing version", self.transport.announce_version, self.version)
         log.info("trainer on %s: iterations %d..%d, %d episodes per iteration, network %s", self.device,
                  self.version, self.max_iterations, self.episodes_per_iteration, files.metadata.neural_network)
@@ -222,7 +254,7 @@ class TrainerService(ServiceLoop):
     def _resume_or_start(self) -> int:
         latest = self.retrying("reading latest version", self.store.latest_version)
         if latest is None:
-            self.retrying("setting status", self.transport.set_status, "starting")
+            self._set_status("starting")
             extra = self._load_pretrained() if self.files.settings.pretrained else {}
             self._publish(0, {}, extra)
             return 0
@@ -296,6 +328,7 @@ class TrainerService(ServiceLoop):
             if self.stop_requested:
                 raise StopRequested()
             self.check_run_not_failed()
+            self._check_lease()
             wanted = min(READ_BATCH, self.episodes_per_iteration - len(batch.episodes))  # never more than the quota
             deliveries = self.retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
                                        wanted, 1000, self.pending_cursor, self.spec.max_payload_bytes)
@@ -367,7 +400,18 @@ class TrainerService(ServiceLoop):
         stats["laps_completed"] = float(sum(e.status == "lap_complete" for e in batch.episodes))
         return stats
 
+    def _set_status(self, state: str) -> None:
+        """Set the run state; a run another process failed meanwhile stays failed (RunFailed)."""
+        effective = self.retrying("setting status", self.transport.set_status, state)
+        if effective == "failed":
+            self.check_run_not_failed()  # raises RunFailed with the recorded reason
+
+    def _check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
     def _publish(self, version: int, stats: dict[str, float], extra: dict[str, Any] | None = None) -> None:
+        self._check_lease()  # a trainer that lost its lease must not write model/<v>
         weights = state_to_bytes(self.policy)
         buffer = io.BytesIO()
         torch.save(self.optimizer.state_dict(), buffer)
@@ -488,6 +532,7 @@ class TrainerService(ServiceLoop):
     def _finish(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+        self._check_lease()
         self.retrying("writing ip/done", self.store.mark_done)
         self.retrying("setting status", self.transport.set_status, "done")
         self._close_accounting()

@@ -2,13 +2,18 @@
 
 `test_stack_trains_to_the_last_iteration` brings up docker-compose.yml with
 infra/docker-compose.offline.yml (images built locally by infra/build-offline-images.sh), runs a
-tiny training run and reads the store through the S3 server's published port. It skips when no
+tiny training run and reads the store through the S3 server's published port, then a second run
+with a new model prefix on the same Redis and run id (issue 7 item 1).
+`test_a_failing_reward_function_ends_every_container_once` checks that a failed run stops every
+app container with no restart loop (item 3). They skip when no
 Docker engine, no `docker compose` v2 or no offline image is there, unless
 HOTLAP_REQUIRE_COMPOSE=1 (infra/test.sh sets it in CI once the engine and the images are up),
 in which case it fails instead. Run it through infra/test.sh, which rebuilds hotlap/app:local
 when the sources changed; a bare `pytest` uses whatever image is there.
 
-The other tests check the compose files' shape and need no Docker at all.
+The other tests check the compose files' shape (pinned images, secrets without defaults,
+loopback-only offline ports, torch's source) and need no Docker at all, except
+`test_compose_refuses_to_start_without_secrets`, which needs the `docker compose` CLI only.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import socket
 import subprocess
 import tempfile
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -35,8 +43,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 OFFLINE_FILE = REPO_ROOT / "infra" / "docker-compose.offline.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
+DOCKERFILE = REPO_ROOT / "infra" / "Dockerfile"
+TORCH_REQUIREMENTS = REPO_ROOT / "infra" / "torch-requirements-cpu.txt"
+GPU_FILE = REPO_ROOT / "infra" / "docker-compose.gpu.yml"
 OFFLINE_IMAGES = ("hotlap/app:local", "hotlap/redis:local", "hotlap/s3:local")
 APP_SERVICES = ("init", "trainer", "simulator")
+SECRETS = ("REDIS_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "HOTLAP_S3_ACCESS_KEY",
+           "HOTLAP_S3_SECRET_KEY")
 
 # The tiny run.
 SIMULATORS = 3
@@ -46,10 +59,20 @@ MAX_STEPS = 60
 BUCKET = "hotlap-compose-test"
 PREFIX = "rl-deepracer-sagemaker"
 ACCESS_KEY, SECRET_KEY, REGION = "hotlap-test", "hotlap-test-secret", "us-east-1"
+REDIS_PASSWORD = uuid.uuid4().hex
 EPISODE_HEADER = "iteration,model_version,worker_id,worker_index,episode,steps,reward,progress,status"
 
 TRAINER_TIMEOUT_S = float(os.environ.get("HOTLAP_COMPOSE_TIMEOUT", "360"))
 SIMULATOR_EXIT_GRACE_S = 90.0
+# The second run (issue 7 item 1) and the failing run (item 3).
+SECOND_PREFIX = "second-run"
+SECOND_ITERATIONS = 2
+NO_REISSUE_STALL_S = "900"  # a run that inherited claimed tickets could never finish in time
+FAILURE_EXIT_S = 150.0  # every app container of a failed run has exited by then
+RAISING_REWARD = ("def reward_function(params):\n"
+                  "    if params['steps'] > 3:\n"
+                  "        raise ValueError('broken on purpose')\n"
+                  "    return 1.0\n")
 
 
 # ----------------------------------------------------------------------- the files' shape
@@ -88,6 +111,7 @@ def test_compose_file_has_the_services_and_builds_the_app_once() -> None:
     assert {"redis", "minio", "init", "trainer", "simulator"} <= set(services)
     assert "redis:7" in services["redis"]["image"]
     assert "minio/minio" in services["minio"]["image"]
+    assert "${REDIS_PASSWORD" in _load(COMPOSE_FILE)["x-hotlap-env"]["HOTLAP_REDIS_URL"]
     for name in ("redis", "minio"):
         assert "healthcheck" in services[name], f"{name} needs a healthcheck for depends_on"
     builders = [name for name, s in services.items() if "build" in s]
@@ -100,7 +124,8 @@ def test_compose_file_has_the_services_and_builds_the_app_once() -> None:
         assert deps["redis"]["condition"] == "service_healthy"
         assert deps["init"]["condition"] == "service_completed_successfully"
         assert services[name]["restart"].startswith("on-failure")
-    assert services["init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["init"]["depends_on"]["minio-setup"]["condition"] == "service_completed_successfully"
+    assert services["minio-setup"]["depends_on"]["minio"]["condition"] == "service_healthy"
     assert services["init"]["command"] == ["python", "-m", "hotlap", "seed"]
     assert services["trainer"]["command"] == ["python", "-m", "trainer"]
     assert services["simulator"]["command"] == ["python", "-m", "simulator"]
@@ -115,6 +140,97 @@ def test_offline_override_swaps_in_local_images_only() -> None:
     assert set(override) <= set(base), "the override must not add services"
     assert {s["image"] for s in override.values()} == set(OFFLINE_IMAGES)
     assert all(s.get("pull_policy") == "never" for s in override.values())
+
+
+def _default_images() -> dict[str, str]:
+    """Every image a compose file or .env.example names, with the default it falls back to."""
+    images = {}
+    for path in (COMPOSE_FILE, OFFLINE_FILE, GPU_FILE):
+        for name, service in _load_override(path)["services"].items():
+            if "image" in service:
+                images[f"{path.name}:{name}"] = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", service["image"])
+    for key, value in re.findall(r"^(HOTLAP_[A-Z_]*IMAGE)=(.*)$", ENV_EXAMPLE.read_text(), flags=re.M):
+        images[f".env.example:{key}"] = value
+    for value in re.findall(r"^ARG BASE_IMAGE=(.*)$", DOCKERFILE.read_text(), flags=re.M):
+        images["infra/Dockerfile:BASE_IMAGE"] = value
+    return images
+
+
+def test_images_are_pinned() -> None:
+    """No `latest`, no floating major tag: each image names one version (issue 7 item 12)."""
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    images = _default_images()
+    assert len(images) >= 10, images
+    for where, image in images.items():
+        name, _, tag = image.rpartition(":")
+        assert name and tag and "/" not in tag, f"{where}: {image} has no tag"
+        assert tag != "latest", f"{where}: {image}"
+        if name.endswith("/local") or tag == "local":
+            continue  # built on this machine by infra/build-offline-images.sh, never pulled
+        if name in ("hotlap/app", "hotlap/app-gpu"):
+            assert tag == version, f"{where}: the app image is tagged {tag}, the project is {version}"
+        else:
+            assert re.search(r"\d+\.\d+\.\d+|RELEASE\.\d{4}-", tag), f"{where}: {image} is not a pinned version"
+
+
+def test_secrets_have_no_defaults() -> None:
+    """Compose refuses to start without them (`${VAR:?message}`), .env.example leaves them empty,
+    and the services use a bucket-scoped key, never MinIO's root user."""
+    text = COMPOSE_FILE.read_text()
+    for secret in SECRETS:
+        uses = re.findall(r"\$\{" + secret + r"([^A-Z_][^}]*)\}", text)
+        assert uses, f"{secret} is not used"
+        assert all(u.startswith(":?") for u in uses), f"{secret} has a default or no message: {uses}"
+        assert re.search(rf"^{secret}=$", ENV_EXAMPLE.read_text(), flags=re.M), f".env.example sets {secret}"
+    app_env = _load(COMPOSE_FILE)["x-hotlap-env"]
+    assert "HOTLAP_S3_ACCESS_KEY" in app_env["AWS_ACCESS_KEY_ID"]
+    assert "MINIO_ROOT" not in json.dumps(app_env)
+    services = _load(COMPOSE_FILE)["services"]
+    root_users = sorted(n for n, s in services.items() if "MINIO_ROOT_PASSWORD" in json.dumps(s.get("environment")))
+    assert root_users == ["minio", "minio-setup"], root_users
+    setup = "\n".join(services["minio-setup"]["command"])
+    assert "mc admin user add" in setup and "mc admin policy attach" in setup
+    assert "arn:aws:s3:::$$BUCKET/*" in setup and '"Resource": ["arn:aws:s3:::*' not in setup
+
+
+def test_offline_override_publishes_on_loopback_only() -> None:
+    for name, service in _load_override(OFFLINE_FILE)["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond 127.0.0.1"
+    assert "ports" not in _load(COMPOSE_FILE)["services"]["redis"]
+
+
+def test_torch_comes_from_one_pinned_hashed_source() -> None:
+    dockerfile = "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.startswith("#"))
+    assert "extra-index-url" not in dockerfile
+    assert "--require-hashes" in dockerfile and "--index-url $TORCH_INDEX_URL" in dockerfile
+    assert "--no-index --find-links /tmp/wheels" in dockerfile
+    assert "torch-requirements-$TORCH_BUILD.txt" in dockerfile
+    pin = next(d for d in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+               if d.startswith("torch"))
+    requirements = TORCH_REQUIREMENTS.read_text()
+    version = pin.split("==")[1]
+    assert re.search(rf"^torch=={re.escape(version)}\+cpu \\$", requirements, flags=re.M), requirements
+    assert re.search(r"--hash=sha256:[0-9a-f]{64}", requirements)
+
+
+def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    """MinIO never runs on default credentials: compose fails asking to set them."""
+    _require_compose_cli()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTLAP_", "MINIO_", "REDIS_"))}
+    base = {secret: "x" + uuid.uuid4().hex for secret in SECRETS}
+    for missing in ("MINIO_ROOT_PASSWORD", "MINIO_ROOT_USER", "REDIS_PASSWORD"):
+        env_file = tmp_path / f"without-{missing}.env"
+        env_file.write_text("".join(f"{k}={'' if k == missing else v}\n" for k, v in base.items()))
+        proc = _run(["docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
+                    env=env, check=False, timeout=60)
+        assert proc.returncode != 0, proc.stdout[-500:]
+        assert missing in proc.stderr and "set " in proc.stderr and ".env" in proc.stderr, proc.stderr
+    env_file = tmp_path / "complete.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in base.items()))
+    proc = _run(["docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
+                env=env, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_env_example_documents_every_variable() -> None:
@@ -157,7 +273,33 @@ class Stack:
     env_file: Path
     s3_port: int
     env: dict[str, str]
+    settings: dict[str, str]
     notes: list[str] = field(default_factory=list)
+
+    def up(self, simulators: int, **changes: str) -> None:
+        """`up -d` (again, after `changes` to the env file: compose recreates what changed)."""
+        self.settings.update(changes)
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in self.settings.items()))
+        t0 = time.monotonic()
+        up = self.compose("up", "-d", "--no-build", "--scale", f"simulator={simulators}", timeout=300, check=False)
+        self.notes.append(f"`up -d` took {time.monotonic() - t0:.1f}s")
+        if up.returncode != 0:
+            self.dump_logs()
+            raise AssertionError(f"docker compose up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
+
+    def redis_cli(self, *args: str, auth: bool = True) -> str:
+        """redis-cli inside the redis container (with the password from its environment)."""
+        prefix = 'REDISCLI_AUTH="$REDIS_PASSWORD" ' if auth else ""
+        command = prefix + "redis-cli " + " ".join(f"'{a}'" for a in args)
+        return self.compose("exec", "-T", "redis", "sh", "-c", command, timeout=60, check=False).stdout
+
+    def s3(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.s3_port}", aws_access_key_id=ACCESS_KEY,
+                            aws_secret_access_key=SECRET_KEY, region_name=REGION,
+                            config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}))
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run(["docker", "compose", "-f", str(COMPOSE_FILE), "-f", str(OFFLINE_FILE),
@@ -184,6 +326,13 @@ class Stack:
             print(note)
 
 
+def _require_compose_cli() -> None:
+    if shutil.which("docker") is None:
+        _unavailable("no docker CLI on PATH")
+    if _run(["docker", "compose", "version"], timeout=30, check=False).returncode != 0:
+        _unavailable("`docker compose` (v2) is not installed (infra/test.sh installs it)")
+
+
 def _require_docker() -> None:
     if shutil.which("docker") is None:
         _unavailable("no docker CLI on PATH")
@@ -202,24 +351,16 @@ def _require_docker() -> None:
         _unavailable(f"offline images missing: {', '.join(missing)} (build: bash infra/build-offline-images.sh)")
 
 
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    _require_docker()
-    # Only the env file decides: compose lets the shell's variables win over --env-file.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HOTLAP_", "MINIO_", "COMPOSE_", "AWS_"))}
-    workdir = Path(tempfile.mkdtemp(prefix="hotlap-compose-"))
-    custom_files = workdir / "custom_files"  # empty: the seed falls back to its embedded defaults
-    custom_files.mkdir()
-    for path in (workdir, custom_files):
-        path.chmod(0o755)  # the containers' non-root user reads the bind mount
-    s3_port = _free_port()
+def _settings(custom_files: Path, s3_port: int, **overrides: str) -> dict[str, str]:
     settings = {
         "HOTLAP_RUN_ID": "compose-test",
         "HOTLAP_BUCKET": BUCKET,
         "HOTLAP_MODEL_PREFIX": PREFIX,
-        "MINIO_ROOT_USER": ACCESS_KEY,
-        "MINIO_ROOT_PASSWORD": SECRET_KEY,
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+        "MINIO_ROOT_USER": "hotlap-root",
+        "MINIO_ROOT_PASSWORD": uuid.uuid4().hex,
+        "HOTLAP_S3_ACCESS_KEY": ACCESS_KEY,
+        "HOTLAP_S3_SECRET_KEY": SECRET_KEY,
         "HOTLAP_REGION": REGION,
         "HOTLAP_BIND_ADDRESS": "127.0.0.1",
         "HOTLAP_MINIO_API_PORT": str(s3_port),
@@ -235,21 +376,41 @@ def stack() -> Iterator[Stack]:
         "HOTLAP_SIM_TRACE_LOG": "0",
         "HOTLAP_STALL_TIMEOUT_S": "15",  # the killed worker's episode is re-issued quickly
     }
+    return {**settings, **overrides}
+
+
+@contextmanager
+def _stack(reward: str | None = None, simulators: int = SIMULATORS, **overrides: str) -> Iterator[Stack]:
+    _require_docker()
+    # Only the env file decides: compose lets the shell's variables win over --env-file.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HOTLAP_", "MINIO_", "COMPOSE_", "AWS_", "REDIS_"))}
+    workdir = Path(tempfile.mkdtemp(prefix="hotlap-compose-"))
+    custom_files = workdir / "custom_files"  # empty: the seed falls back to its embedded defaults
+    custom_files.mkdir()
+    if reward is not None:
+        (custom_files / "reward_function.py").write_text(reward)
+        (custom_files / "reward_function.py").chmod(0o644)
+    for path in (workdir, custom_files):
+        path.chmod(0o755)  # the containers' non-root user reads the bind mount
+    s3_port = _free_port()
+    settings = _settings(custom_files, s3_port, HOTLAP_WORKERS=str(simulators), **overrides)
     env_file = workdir / "compose.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     project = f"hotlaptest{os.getpid()}{uuid.uuid4().hex[:6]}"
-    s = Stack(project=project, env_file=env_file, s3_port=s3_port, env=env)
+    s = Stack(project=project, env_file=env_file, s3_port=s3_port, env=env, settings=settings)
     try:
-        t0 = time.monotonic()
-        up = s.compose("up", "-d", "--no-build", "--scale", f"simulator={SIMULATORS}", timeout=300, check=False)
-        s.notes.append(f"`up -d` took {time.monotonic() - t0:.1f}s")
-        if up.returncode != 0:
-            s.dump_logs()
-            raise AssertionError(f"docker compose up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
+        s.up(simulators)
         yield s
     finally:
         s.compose("down", "-v", "--remove-orphans", "--timeout", "10", timeout=180, check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    with _stack() as s:
+        yield s
 
 
 def _wait_for_exit(stack: Stack, container: str, timeout: float, *, fail_on_restart: bool) -> dict:
@@ -271,25 +432,27 @@ def _wait_for_exit(stack: Stack, container: str, timeout: float, *, fail_on_rest
 def test_stack_trains_to_the_last_iteration(stack: Stack) -> None:
     try:
         _check_run(stack)
+        _check_redis_requires_the_password(stack)
+        _check_second_run_with_a_new_prefix(stack)
     except BaseException:
         stack.dump_logs()
         raise
 
 
-def _check_run(stack: Stack) -> None:
-    import boto3
-    from botocore.config import Config
-
-    (init,) = stack.containers("init")
-    assert stack.inspect(init)["State"]["ExitCode"] == 0, "the init (seed) service failed"
-
-    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{stack.s3_port}", aws_access_key_id=ACCESS_KEY,
-                      aws_secret_access_key=SECRET_KEY, region_name=REGION,
-                      config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}))
+def _reader(stack: Stack, prefix: str) -> Callable[[str], bytes]:
+    s3 = stack.s3()
 
     def read(key: str) -> bytes:
-        body: bytes = s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")["Body"].read()
+        body: bytes = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{key}")["Body"].read()
         return body
+
+    return read
+
+
+def _check_run(stack: Stack) -> None:
+    (init,) = stack.containers("init")
+    assert stack.inspect(init)["State"]["ExitCode"] == 0, "the init (seed) service failed"
+    read = _reader(stack, PREFIX)
 
     (trainer,) = stack.containers("trainer")
     t0 = time.monotonic()
@@ -323,6 +486,77 @@ def _check_run(stack: Stack) -> None:
         sim = _wait_for_exit(stack, c, SIMULATOR_EXIT_GRACE_S, fail_on_restart=False)
         assert sim["State"]["ExitCode"] == 0, f"{sim['Name']} exited {sim['State']['ExitCode']}"
     print("\n".join(stack.notes))
+
+
+def _check_redis_requires_the_password(stack: Stack) -> None:
+    """Issue 7 item 12: Redis answers only with the password, and the services used it."""
+    assert "NOAUTH" in stack.redis_cli("ping", auth=False)
+    assert "PONG" in stack.redis_cli("ping")
+    logs = stack.compose("logs", "--no-color", timeout=60).stdout
+    assert REDIS_PASSWORD not in logs, "a service logged the Redis password"
+
+
+def _check_second_run_with_a_new_prefix(stack: Stack) -> None:
+    """Issue 7 item 1: a new model prefix on the same Redis and run id is a new run: it inherits
+    no `done` status, no claimed tickets, no worker indexes. The stall timeout is longer than the
+    wait, so a run that had to wait one could not pass."""
+    t0 = time.monotonic()
+    stack.up(SIMULATORS, HOTLAP_MODEL_PREFIX=SECOND_PREFIX, HOTLAP_MAX_ITERATIONS=str(SECOND_ITERATIONS),
+             HOTLAP_STALL_TIMEOUT_S=NO_REISSUE_STALL_S)
+    read = _reader(stack, SECOND_PREFIX)
+    (trainer,) = stack.containers("trainer")
+    info = _wait_for_exit(stack, trainer, TRAINER_TIMEOUT_S, fail_on_restart=True)
+    stack.notes.append(f"second run finished {time.monotonic() - t0:.1f}s after its `up`")
+    assert info["State"]["ExitCode"] == 0, f"trainer exited {info['State']['ExitCode']}"
+    assert json.loads(read("model/latest.json"))["version"] == SECOND_ITERATIONS
+    trainer_log = stack.compose("logs", "--no-color", "trainer", timeout=60).stdout
+    assert "reissuing" not in trainer_log, "an iteration of the second run waited a stall timeout"
+    rows = list(csv.DictReader(io.StringIO(read("logs/episodes.csv").decode())))
+    assert len(rows) == SECOND_ITERATIONS * EPISODES_PER_ITERATION
+    indexes = {int(r["worker_index"]) for r in rows}
+    assert 0 in indexes and indexes <= set(range(SIMULATORS)), f"worker indexes {sorted(indexes)}"
+    json.loads(read("metrics/TrainingMetrics.json"))  # worker 0's file, as DeepRacer names it
+    for c in stack.containers("simulator"):
+        sim = _wait_for_exit(stack, c, SIMULATOR_EXIT_GRACE_S, fail_on_restart=True)
+        assert sim["State"]["ExitCode"] == 0, f"{sim['Name']} exited {sim['State']['ExitCode']}"
+    print("\n".join(stack.notes))
+
+
+@pytest.mark.compose
+@pytest.mark.slow
+def test_a_failing_reward_function_ends_every_container_once() -> None:
+    """Issue 7 item 3: a reward function that raises fails the run; every app container exits
+    (0) within a bounded time and is never restarted; the reason is in the status key, the
+    store's ip/failed and the trainer's log."""
+    with _stack(reward=RAISING_REWARD, simulators=2) as stack:
+        try:
+            _check_failed_run(stack)
+        except BaseException:
+            stack.dump_logs()
+            raise
+
+
+def _check_failed_run(stack: Stack) -> None:
+    containers = [*stack.containers("trainer"), *stack.containers("simulator")]
+    assert len(containers) == 3
+    deadline = time.monotonic() + FAILURE_EXIT_S
+    for c in containers:
+        info = _wait_for_exit(stack, c, max(1.0, deadline - time.monotonic()), fail_on_restart=True)
+        assert info["State"]["ExitCode"] == 0, f"{info['Name']} exited {info['State']['ExitCode']}"
+    time.sleep(5)  # give a restart policy the time it would take to act
+    for c in containers:
+        info = stack.inspect(c)
+        assert info["RestartCount"] == 0 and info["State"]["Status"] == "exited", \
+            f"{info['Name']}: {info['State']['Status']}, restarted {info['RestartCount']}x"
+
+    status_keys = stack.redis_cli("--scan", "--pattern", "hotlap:compose-test:*:status").split()
+    assert len(status_keys) == 1, status_keys
+    status = stack.redis_cli("hget", status_keys[0], "state").strip()
+    reason = stack.redis_cli("hget", status_keys[0], "reason")
+    assert status == "failed" and "broken on purpose" in reason and "reward_function.py:3" in reason, reason
+    assert "broken on purpose" in _reader(stack, PREFIX)("ip/failed").decode()
+    trainer_log = stack.compose("logs", "--no-color", "trainer", timeout=60).stdout
+    assert "run failed" in trainer_log and "broken on purpose" in trainer_log
 
 
 # Kills the worker process of the first simulator container from inside it (same user, so no

@@ -21,6 +21,7 @@ from hotlap.redis_server import find_redis_server, free_port
 from hotlap.seed import seed_store
 from shared.experience import Experience
 from shared.run_files import RunFiles
+from shared.service import EXIT_RUN_FAILED
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport, TransportError
 from tests.e2e.test_deepracer_outputs import assert_coach_csv_matches_the_episode_log
@@ -53,8 +54,8 @@ class Stack:
         self.tmp_path, self.run_id, self.redis_url = tmp_path, run_id, redis_url
         self.store_url = f"file://{tmp_path / 'store'}"
         self.store = ModelStore(open_store(self.store_url))
-        seed_store(self.store, files or tiny_run_files())
-        self.transport = RunTransport.from_url(redis_url, run_id)
+        nonce = seed_store(self.store, files or tiny_run_files()).nonce
+        self.transport = RunTransport.from_url(redis_url, run_id, nonce=nonce)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, module: str, **extra_env: str) -> subprocess.Popen[bytes]:
@@ -301,7 +302,7 @@ def test_non_finite_loss_fails_the_run_once_and_a_restart_does_not_loop(tmp_path
             exp = honest_experience(run_id, 0, episode)
             exp.values[:] = 3e38
             assert stack.transport.push_experience(exp) is not None
-        assert trainer.wait(timeout=TIMEOUT_S) == 1
+        assert trainer.wait(timeout=TIMEOUT_S) == EXIT_RUN_FAILED  # 0: no restart loop (shared.service)
         first = (tmp_path / "trainer.log").read_text()
         assert "NaN detected in loss function, aborting training" in first and "Traceback" not in first
         status = stack.transport.status()
@@ -310,7 +311,7 @@ def test_non_finite_loss_fails_the_run_once_and_a_restart_does_not_loop(tmp_path
         assert_accounting_adds_up(stack.store, stack.transport, consumed=0)
 
         restarted = stack.start("trainer", "trainer")  # what compose's restart policy does
-        assert restarted.wait(timeout=TIMEOUT_S) == 1
+        assert restarted.wait(timeout=TIMEOUT_S) == EXIT_RUN_FAILED
         second = (tmp_path / "trainer.log").read_text()[len(first):]
         assert "run failed: NaN detected in loss function" in second
         assert "Using the following hyper-parameters" not in second  # it did not set up and train again

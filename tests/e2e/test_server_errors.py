@@ -61,7 +61,7 @@ def test_wrong_s3_credentials(tmp_path: Path, s3_with_auth: S3Credentials, redis
     line = the_error_line(finish(*trainer), trainer[0].returncode)
     assert "InvalidAccessKeyId" in line
     assert f"s3://hotlap-bucket/rl-deepracer at {s3_with_auth.endpoint}" in line
-    # The failure is the run's: a worker started now learns it from Redis and leaves too.
+    # A worker reads the run identity from the same store first, and fails the same way.
     worker = start("simulator", tmp_path, **env)
     assert "InvalidAccessKeyId" in the_error_line(finish(*worker), worker[0].returncode)
 
@@ -89,12 +89,12 @@ def test_wrong_redis_password(tmp_path: Path):
 
 def test_redis_gone_past_the_give_up_time(tmp_path: Path):
     store_url = f"file://{tmp_path / 'store'}"
-    seed_store(ModelStore(open_store(store_url)), tiny_run_files())
+    nonce = seed_store(ModelStore(open_store(store_url)), tiny_run_files()).nonce
     with private_redis() as (server, port):
         url = f"redis://127.0.0.1:{port}/0"
         env = dict(HOTLAP_STORE_URL=store_url, HOTLAP_REDIS_URL=url, HOTLAP_RETRY_GIVE_UP_S="3")
         procs = [start("trainer", tmp_path, **env), start("simulator", tmp_path, **env)]
-        transport = RunTransport.from_url(url, "errors")
+        transport = RunTransport.from_url(url, "errors", nonce=nonce)
         deadline = time.monotonic() + HANG_GUARD_S
         while not transport.live_workers():  # both at work: the worker heartbeats once it plays
             assert time.monotonic() < deadline and all(p.poll() is None for p, _ in procs), \

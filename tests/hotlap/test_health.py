@@ -42,6 +42,12 @@ def store_url(tmp_path: Path) -> str:
     return f"file://{tmp_path / 'store'}"
 
 
+@pytest.fixture
+def nonce(store_url: str) -> str:
+    """Seed the store: the run identity every probe reads to find the run's keys."""
+    return seed_store(ModelStore(open_store(store_url)), tiny_run_files()).nonce
+
+
 @pytest.fixture(scope="module")
 def password_redis() -> Iterator[str]:
     """A redis-server that requires PASSWORD; yields its address without credentials."""
@@ -70,13 +76,14 @@ def password_redis() -> Iterator[str]:
 # ----------------------------------------------------------------------------- trainer
 
 
-def test_trainer_unhealthy_without_heartbeat_and_healthy_with_one(redis_url: str, run_id: str, store_url: str):
+def test_trainer_unhealthy_without_heartbeat_and_healthy_with_one(redis_url: str, run_id: str, store_url: str,
+                                                                 nonce: str):
     env = service_env(run_id, redis_url, store_url)
     result = health("trainer", env)
     assert result.returncode == 1
     assert "trainer unhealthy: no trainer heartbeat" in result.stderr
 
-    RunTransport.from_url(redis_url, run_id).trainer_beat({"step": "collecting", "version": 3})
+    RunTransport.from_url(redis_url, run_id, nonce=nonce).trainer_beat({"step": "collecting", "version": 3})
     result = health("trainer", env)
     assert result.returncode == 0, result.stderr
     assert "trainer healthy: trainer collecting version 3" in result.stdout
@@ -91,14 +98,19 @@ def test_trainer_heartbeat_expires(transport: RunTransport):
     assert transport.trainer_heartbeat() is None
 
 
-def test_finished_run_counts_as_healthy(redis_url: str, run_id: str, store_url: str):
-    RunTransport.from_url(redis_url, run_id).set_status("failed", "reward function raised")
+def test_finished_run_counts_as_healthy(redis_url: str, run_id: str, store_url: str, nonce: str):
+    RunTransport.from_url(redis_url, run_id, nonce=nonce).set_status("failed", "reward function raised")
     assert health("trainer", service_env(run_id, redis_url, store_url)).returncode == 0
     result = health("simulator", service_env(run_id, redis_url, store_url, HOTLAP_WORKER_NAME="w0"))
     assert result.returncode == 0 and "run failed" in result.stdout
 
 
-def test_unreachable_redis_is_unhealthy(run_id: str, store_url: str):
+def test_unseeded_store_is_unhealthy_for_the_services(redis_url: str, run_id: str, store_url: str):
+    result = health("trainer", service_env(run_id, redis_url, store_url))
+    assert result.returncode == 1 and "run not seeded" in result.stderr and "ip/run.json" in result.stderr
+
+
+def test_unreachable_redis_is_unhealthy(run_id: str, store_url: str, nonce: str):
     url = f"redis://127.0.0.1:{free_port()}/0"
     result = health("trainer", service_env(run_id, url, store_url))
     assert result.returncode == 1
@@ -114,9 +126,9 @@ def test_simulator_needs_its_worker_name(redis_url: str, run_id: str, store_url:
     assert "HOTLAP_WORKER_NAME" in result.stderr
 
 
-def test_simulator_health_follows_its_own_heartbeat(redis_url: str, run_id: str, store_url: str):
+def test_simulator_health_follows_its_own_heartbeat(redis_url: str, run_id: str, store_url: str, nonce: str):
     env = service_env(run_id, redis_url, store_url, HOTLAP_WORKER_NAME="sim-a")
-    transport = RunTransport.from_url(redis_url, run_id)
+    transport = RunTransport.from_url(redis_url, run_id, nonce=nonce)
     waiting = health("simulator", env)
     assert waiting.returncode == 0 and "waiting for the trainer" in waiting.stdout
 
@@ -154,9 +166,11 @@ def test_seed_health_and_wait(redis_url: str, run_id: str, store_url: str):
 # ----------------------------------------------------------------------------- Redis password
 
 
-def test_password_in_the_redis_url_is_used_and_never_printed(password_redis: str, run_id: str, store_url: str):
+def test_password_in_the_redis_url_is_used_and_never_printed(password_redis: str, run_id: str, store_url: str,
+                                                             nonce: str):
     good = service_env(run_id, f"redis://:{PASSWORD}@{password_redis}", store_url)
-    RunTransport.from_url(good["HOTLAP_REDIS_URL"], run_id).trainer_beat({"step": "collecting", "version": 1})
+    beat = {"step": "collecting", "version": 1}
+    RunTransport.from_url(good["HOTLAP_REDIS_URL"], run_id, nonce=nonce).trainer_beat(beat)
     assert health("trainer", good).returncode == 0
 
     for url in (f"redis://:wrong-{PASSWORD}@{password_redis}", f"redis://{password_redis}"):

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -46,9 +47,15 @@ def _compose_config(*files: str) -> dict:
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("docker compose v2 is not installed")
     args = [a for f in files for a in ("-f", f)]
-    # --env-file /dev/null: the test reads the files' own defaults, not a developer's .env
-    result = subprocess.run([docker, "compose", "--env-file", "/dev/null", *args, "config", "--format", "json"],
-                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    # An env file of the required secrets only: the test reads the files' own defaults, not a
+    # developer's .env (compose refuses to render the stack without the secrets, docs/security.md)
+    secrets = ("REDIS_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "HOTLAP_S3_ACCESS_KEY",
+               "HOTLAP_S3_SECRET_KEY")
+    with tempfile.NamedTemporaryFile("w", suffix=".env") as env_file:
+        env_file.write("".join(f"{name}=test-{name.lower()}\n" for name in secrets))
+        env_file.flush()
+        result = subprocess.run([docker, "compose", "--env-file", env_file.name, *args, "config", "--format", "json"],
+                                capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -60,7 +67,7 @@ def test_gpu_override_reserves_a_gpu_for_the_trainer_only():
     devices = trainer["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert trainer["environment"]["HOTLAP_DEVICE"] == "cuda"
-    assert trainer["image"] == "hotlap/app-gpu:latest" != base["trainer"]["image"]
+    assert trainer["image"] == "hotlap/app-gpu:0.1.0" != base["trainer"]["image"]
     assert trainer["build"]["args"]["TORCH_BUILD"] == "cuda"
     assert Path(trainer["build"]["context"]) == REPO  # paths resolve from the project, not infra/
     assert trainer["command"] == base["trainer"]["command"]

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -14,7 +15,7 @@ import pytest
 from botocore.config import Config
 
 from shared.service import ServerError, ServiceLoop
-from shared.store import ModelStore, S3Store
+from shared.store import LocalStore, ModelStore, S3Store
 from shared.transport import RunTransport
 from tests.conftest import S3Credentials, private_redis
 
@@ -22,7 +23,8 @@ GIVE_UP_S = 1.0
 
 
 def loop(transport: RunTransport, give_up_s: float = GIVE_UP_S) -> ServiceLoop:
-    return ServiceLoop(transport, logging.getLogger("test.service"), give_up_s)
+    unused_store = ModelStore(LocalStore(Path("/nonexistent/hotlap-test-service")))  # retrying never touches it
+    return ServiceLoop(transport, logging.getLogger("test.service"), unused_store, give_up_s)
 
 
 def counted(func: Callable[..., Any]) -> tuple[Callable[..., Any], list[int]]:

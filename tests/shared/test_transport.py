@@ -176,6 +176,75 @@ def test_run_state_reads_status_and_version_together(transport: RunTransport):
     assert status is not None and status.state == "running" and version == 2
 
 
+# ------------------------------------------------------------ run identity and lifecycle (issue 7)
+
+
+def test_runs_with_the_same_id_but_another_nonce_share_no_key(redis_url: str, run_id: str):
+    """Two runs with one run id (a new model prefix) on one Redis: the second inherits nothing."""
+    first = RunTransport.from_url(redis_url, run_id, nonce="aaaa")
+    second = RunTransport.from_url(redis_url, run_id, nonce="bbbb")
+    assert first.keys.status == f"hotlap:{run_id}:aaaa:status"
+    first.set_status("done")
+    first.open_tickets(0, 2)
+    assert [first.claim_ticket(0), first.claim_ticket(0)] == [1, 2]
+    assert first.register_worker("w") == 0 and first.register_worker("x") == 1
+    first.announce_version(3)
+
+    assert second.status() is None and second.latest_version() is None
+    second.open_tickets(0, 2)
+    assert second.claim_ticket(0) == 1  # the first run's claims do not count
+    assert second.register_worker("x") == 0  # indexes start at 0 again
+    assert second.set_status("running") == "running"
+
+
+def test_a_finished_run_stays_finished(redis_url: str, run_id: str):
+    """No process can set a failed (or done) run back to running, nor replace its reason."""
+    transport = RunTransport.from_url(redis_url, run_id, nonce="cccc")
+    assert transport.set_status("running") == "running"
+    assert transport.set_status("failed", "reward_function.py:3: KeyError") == "failed"
+    assert transport.set_status("running") == "failed"
+    assert transport.set_status("starting") == "failed"
+    assert transport.set_status("failed", "a later, different reason") == "failed"
+    status = transport.status()
+    assert status is not None and status.state == "failed" and status.reason == "reward_function.py:3: KeyError"
+
+    done = RunTransport.from_url(redis_url, run_id, nonce="dddd")
+    done.set_status("done")
+    assert done.set_status("running") == "done"
+
+
+def test_a_finished_runs_keys_expire(redis_url: str, run_id: str):
+    transport = RunTransport.from_url(redis_url, run_id, nonce="eeee", finished_ttl_s=600)
+    other_run = RunTransport.from_url(redis_url, run_id, nonce="ffff", finished_ttl_s=600)
+    transport.set_status("running")
+    transport.ensure_group()
+    transport.announce_version(1)
+    transport.open_tickets(1, 4)
+    transport.register_worker("w")
+    transport.report_error("w", "boom")
+    other_run.set_status("running")
+    keys = list(transport.client.scan_iter(match=transport.keys.pattern))
+    assert len(keys) >= 6
+    assert all(transport.client.ttl(k) == -1 for k in keys)  # a running run's keys never expire
+
+    transport.set_status("failed", "boom")
+    ttls = {k: transport.client.ttl(k) for k in transport.client.scan_iter(match=transport.keys.pattern)}
+    assert set(ttls) == set(keys) and all(0 < t <= 600 for t in ttls.values()), ttls
+    assert transport.client.ttl(other_run.keys.status) == -1  # another run is left alone
+
+
+def test_trainer_lease_is_exclusive_renewable_and_released_by_its_holder_only(transport: RunTransport):
+    assert transport.acquire_lease("host=a pid=1 token=x", 5000) is None
+    assert transport.acquire_lease("host=b pid=2 token=y", 5000) == "host=a pid=1 token=x"
+    assert transport.renew_lease("host=a pid=1 token=x", 5000)
+    assert not transport.renew_lease("host=b pid=2 token=y", 5000)
+    transport.release_lease("host=b pid=2 token=y")  # not the holder: no effect
+    assert transport.acquire_lease("host=b pid=2 token=y", 5000) == "host=a pid=1 token=x"
+    transport.release_lease("host=a pid=1 token=x")
+    assert transport.acquire_lease("host=b pid=2 token=y", 200) is None
+    time.sleep(0.4)  # b stopped renewing: its lease expires
+    assert not transport.renew_lease("host=b pid=2 token=y", 200)
+    assert transport.acquire_lease("host=a pid=1 token=x", 5000) is None
 def test_accounting_counts_every_message_once(transport: RunTransport):
     """produced on push, consumed or dropped_<reason> with the ack (one transaction), and nothing is
     accepted once the run is over, so a final drop_remaining leaves produced = consumed + dropped."""

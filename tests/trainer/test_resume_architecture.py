@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.run_files import RunFiles
+from shared.config import TrainerConfig
+from shared.run_files import RunFiles, save_run_files
 from shared.service import RunFailed
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport
 from tests.trainer.test_step_cap import run_files, trainer_for
+from trainer.service import TrainerService
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,14 +29,24 @@ def test_resuming_with_another_network_fails_the_run_naming_the_version(
     files = run_files("DEEP_CONVOLUTIONAL_NETWORK_SHALLOW")
     first = trainer_for(with_shared_trunk(files, True), tmp_path, transport, run_id, redis_url)
     assert first.version == 0 and first.policy.shared_trunk
-    # same store, same version 0, now with DeepRacer's separate networks
-    with pytest.raises(RunFailed, match=r"model/0 was trained with another network: shared_trunk True"):
-        trainer_for(with_shared_trunk(files, False), tmp_path, transport, run_id, redis_url)
-    status = transport.run_state()[0]
-    assert status is not None and status.state == "failed" and "shared_trunk" in status.reason
     # the matching network resumes
     resumed = trainer_for(with_shared_trunk(files, True), tmp_path, transport, run_id, redis_url)
     assert resumed.version == 0
+    # same store, same version 0, now with DeepRacer's separate networks: the seed refuses changed
+    # files, so this is ip/hyperparameters.json edited in the store by hand
+    store = ModelStore(open_store(f"file://{tmp_path / 'store'}"))
+    save_run_files(store, with_shared_trunk(files, False))
+    config = TrainerConfig(run_id=run_id, redis_url=redis_url, store_url=store.url, device="cpu")
+    changed = TrainerService(config, transport, store)
+    with pytest.raises(RunFailed, match=r"model/0 was trained with another network: shared_trunk True"):
+        changed._setup(changed._load_files())
+    status = transport.run_state()[0]
+    assert status is not None and status.state == "failed" and "shared_trunk" in status.reason
+    # a failed run stays failed (issue 7): putting the files back does not resume it
+    save_run_files(store, with_shared_trunk(files, True))
+    again = TrainerService(config, transport, store)
+    with pytest.raises(RunFailed, match="shared_trunk"):
+        again._setup(again._load_files())
 
 
 def test_store_holds_the_architecture_in_every_manifest(tmp_path: Path, transport: RunTransport, run_id: str,

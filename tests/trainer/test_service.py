@@ -49,7 +49,7 @@ def test_iteration_timings_reach_the_progress_hash_and_the_manifest(
     tmp_path: Path, redis_url: str, run_id: str, transport: RunTransport
 ):
     store = ModelStore(open_store(f"file://{tmp_path}"))
-    seed_store(store, run_files(episodes=3))
+    transport = transport.for_run(seed_store(store, run_files(episodes=3)).nonce)  # the trainer's keys
     for episode in range(3):  # already waiting in the stream: the trainer reads them from id 0
         transport.push_experience(camera_episode(run_id, episode))
     config = TrainerConfig(HOTLAP_RUN_ID=run_id, HOTLAP_REDIS_URL=redis_url, HOTLAP_STORE_URL=f"file://{tmp_path}",

@@ -40,40 +40,8 @@ def redis_url() -> Iterator[str]:
     if external:
         yield external
         return
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="hotlap-test-redis-")
-    proc = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            RunTransport.from_url(url, "probe").ping()
-            break
-        except TransportError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with private_redis() as (_, port):
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @contextmanager

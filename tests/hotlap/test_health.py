@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hotlap.redis_server import find_redis_server, free_port
+from hotlap.redis_server import free_port
 from hotlap.seed import seed_store
 from shared.store import ModelStore, open_store
-from shared.transport import RunTransport, TransportError
+from shared.transport import RunTransport
+from tests.conftest import private_redis
 from tests.e2e.test_pipeline import tiny_run_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,26 +50,8 @@ def nonce(store_url: str) -> str:
 @pytest.fixture(scope="module")
 def password_redis() -> Iterator[str]:
     """A redis-server that requires PASSWORD; yields its address without credentials."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="hotlap-test-redis-pw-")
-    proc = subprocess.Popen([find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir, "--requirepass", PASSWORD],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    probe = RunTransport.from_url(f"redis://:{PASSWORD}@127.0.0.1:{port}/0", "probe")
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            probe.ping()
-            break
-        except TransportError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with private_redis(password=PASSWORD) as (_, port):
+        yield f"127.0.0.1:{port}/0"
 
 
 # ----------------------------------------------------------------------------- trainer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,7 +31,10 @@ def test_readme_states_hotlap_trains_defaults(tmp_path: Path) -> None:
             time.sleep(0.5)
         time.sleep(2)
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=120)
+        # What is checked is the header; how long a graceful stop takes on a loaded machine is not
+        # (the trainer finishes its current step first), so a slow stop ends with the group killed.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -363,7 +363,7 @@ def _add_export_parser(commands: Any, env: Mapping[str, str]) -> None:
     _add_model_options(export, env)
     export.add_argument("--format", required=True,
                         help="onnx (inputs and outputs as DeepRacer's car uses them); car: the .tar.gz a physical "
-                             "DeepRacer car loads (pip install 'hotlap[car]'); droa: refused, see docs/export.md")
+                             "DeepRacer car loads (pip install -e '.[car]'); droa: refused, see docs/export.md")
     export.add_argument("--output", type=Path, help="file to write (default: <run>-v<version>.<format>)")
     export.set_defaults(func=cmd_export)
 
@@ -381,7 +381,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     train.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
     train.add_argument("--redis-url", help="use this Redis instead of starting one")
     train.add_argument("--tensorboard", type=Path, metavar="DIR", default=env.get("HOTLAP_TENSORBOARD_DIR"),
-                       help="write TensorBoard scalars (charts/*, losses/*) to DIR; needs hotlap[tensorboard]")
+                       help="write TensorBoard scalars (charts/*, losses/*) to DIR; needs pip install -e '.[tensorboard]'")
     train.set_defaults(func=cmd_train)
 
     seed = commands.add_parser("seed", help="validate the run's files and put them in the store (compose init)")

@@ -16,7 +16,7 @@ Formats are entries of :data:`EXPORTERS` (name -> function writing one file); ``
 TensorFlow ``car`` format (the ``.tar.gz`` with ``agent/model.pb``) can be added beside it and reuse
 :class:`CarPolicy` and :func:`car_inputs` for the same inputs and outputs.
 
-ONNX needs the optional extra: ``pip install 'hotlap[export]'`` (onnx for the checks here, onnxruntime
+ONNX needs the optional extra: ``pip install -e '.[export]'`` (onnx for the checks here, onnxruntime
 to run the file).
 """
 
@@ -39,7 +39,7 @@ from shared.networks import PolicyNetwork
 
 ONNX_OPSET = 17
 POLICY_OUTPUT = "policy"
-ONNX_INSTALL_HINT = "ONNX export needs onnx (and onnxruntime to run the file): pip install 'hotlap[export]'"
+ONNX_INSTALL_HINT = "ONNX export needs onnx (and onnxruntime to run the file): pip install -e '.[export]'"
 
 
 @dataclass(frozen=True)

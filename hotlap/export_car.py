@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from hotlap.models import TrainedModel
 
 CAR_INSTALL_HINT = (
-    "the car export needs TensorFlow, an optional extra: pip install 'hotlap[car]' "
+    "the car export needs TensorFlow, an optional extra: pip install -e '.[car]' "
     "(or: pip install 'tensorflow-cpu==2.21.0' 'openvino>=2026.4')"
 )
 

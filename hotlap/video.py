@@ -7,7 +7,7 @@ Right: the track (road grey, centre line white) with the trial's path so far (ye
 (red, with a heading tick). Bottom: trial, lap clock, progress, speed and status.
 
 Encoded with imageio (MP4 through the imageio-ffmpeg wheel, which bundles an ffmpeg binary; GIF
-through Pillow): ``pip install 'hotlap[video]'``.
+through Pillow): ``pip install -e '.[video]'``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ MAP_MARGIN_PX = 12
 ROAD_RGB, GROUND_RGB, CENTRE_RGB = (128, 128, 128), (40, 80, 40), (235, 235, 235)
 PATH_RGB, CAR_RGB, TEXT_RGB, INFO_RGB = (250, 210, 40), (230, 30, 30), (255, 255, 255), (20, 20, 20)
 FORMATS = (".mp4", ".gif")
-INSTALL_HINT = "lap videos need imageio and imageio-ffmpeg: pip install 'hotlap[video]'"
+INSTALL_HINT = "lap videos need imageio and imageio-ffmpeg: pip install -e '.[video]'"
 
 
 def check_video_path(path: Path) -> None:

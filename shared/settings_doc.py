@@ -52,7 +52,7 @@ DESCRIPTIONS: dict[str, str] = {
     "HOTLAP_TORCH_THREADS": "torch threads of the trainer (0: torch's default, all cores)",
     "HOTLAP_STALL_TIMEOUT_S": "seconds without experience before a dead worker's episodes are handed to the others",
     "HOTLAP_TENSORBOARD_DIR": "write TensorBoard scalars (charts/episodic_return, losses/approx_kl, ...) to this "
-                              "folder; needs `pip install 'hotlap[tensorboard]'`; unset: none",
+                              "folder; needs `pip install -e '.[tensorboard]'`; unset: none",
     "HOTLAP_TRAINER_LEASE_S": "one trainer per run: seconds its lease lasts after its holder stopped renewing it",
     # ------------------------------------------------------------ training_params.yaml (RunSettings)
     "WORLD_NAME": "the track: a DeepRacer track name (`hotlap tracks`) or the name of a stored track file",

@@ -1,7 +1,7 @@
 """TensorBoard scalars of a training run, named as CleanRL and Stable-Baselines3 name them.
 
 Enabled by HOTLAP_TENSORBOARD_DIR (`hotlap train --tensorboard DIR`); needs the optional
-`tensorboard` package (`pip install 'hotlap[tensorboard]'`). The x axis is the global step: the
+`tensorboard` package (`pip install -e '.[tensorboard]'`). The x axis is the global step: the
 environment steps the trainer has consumed so far, as in CleanRL's `global_step`.
 
 | tag | value |
@@ -52,7 +52,7 @@ class TensorBoardLog:
         except ImportError as e:  # torch imports tensorboard lazily, here
             raise ConfigError("HOTLAP_TENSORBOARD_DIR", [
                 f"TensorBoard logging needs the tensorboard package ({e}); "
-                "install it with: pip install 'hotlap[tensorboard]'"]) from e
+                "install it with: pip install -e '.[tensorboard]'"]) from e
         self.writer: Any = SummaryWriter(log_dir=str(directory))
         self.last_time = time.monotonic()
 

@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("tensorflow", reason="the car export needs the optional extra: pip install 'hotlap[car]'")
-ov = pytest.importorskip("openvino", reason="the OpenVINO check needs the optional extra: pip install 'hotlap[car]'")
+pytest.importorskip("tensorflow", reason="the car export needs the optional extra: pip install -e '.[car]'")
+ov = pytest.importorskip("openvino", reason="the OpenVINO check needs the optional extra: pip install -e '.[car]'")
 
 from hotlap import export_car as ec  # noqa: E402
 from hotlap.cli import main as cli_main  # noqa: E402

@@ -42,3 +42,23 @@ def test_the_images_install_the_runtime_dependencies() -> None:
     assert "p['project']['dependencies']" in dockerfile and "-r /tmp/requirements.txt" in dockerfile
     offline = (REPO / "infra" / "build-offline-images.sh").read_text()
     assert "-f infra/Dockerfile" in offline
+
+
+INSTALL_HINT = re.compile(r"pip install (?:-e )?['\"]?([A-Za-z0-9_.]+)\[([a-z0-9,-]+)\]")
+
+
+def test_every_extra_a_user_is_told_to_install_exists_and_installs_from_the_checkout() -> None:
+    """hotlap is not on PyPI: `pip install 'hotlap[car]'` would fetch someone else's package or fail, and a
+    plain `pip install '.[car]'` replaces the editable install the quick start made. Every hint in the
+    README, docs and messages is `pip install -e '.[EXTRA]'` with an extra pyproject.toml defines."""
+    extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    files = [REPO / "README.md", *(REPO / "docs").glob("*.md"),
+             *(p for package in ("hotlap", "shared", "simulator", "trainer") for p in (REPO / package).glob("*.py"))]
+    hints = [(path.relative_to(REPO), line) for path in files for line in path.read_text().splitlines()
+             if INSTALL_HINT.search(line)]
+    assert len(hints) >= 5
+    for path, line in hints:
+        for match in INSTALL_HINT.finditer(line):
+            where, names = match.group(1), match.group(2).split(",")
+            assert where == "." and "-e " in match.group(0), f"{path}: {line.strip()}"
+            assert set(names) <= extras, f"{path}: unknown extra in {line.strip()}"

@@ -153,7 +153,7 @@ def test_unknown_format_and_missing_extra_are_explained(tmp_path: Path, monkeypa
     with pytest.raises(ExportError, match="--format 'tflite': unknown; available: onnx"):
         export(model, "tflite")
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ExportError, match=r"pip install 'hotlap\[export\]'"):
+    with pytest.raises(ExportError, match=r"pip install -e '\.\[export\]'"):
         export(model, "onnx", tmp_path / "p.onnx")
     assert not (tmp_path / "p.onnx").exists()
 

@@ -230,7 +230,7 @@ def test_sac_is_refused(tmp_path: Path) -> None:
 def test_without_tensorflow_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "tensorflow", None)  # import tensorflow -> ImportError
     policy = PolicyNetwork(observation_shapes(["FRONT_FACING_CAMERA"]), SHALLOW, DISCRETE)
-    with pytest.raises(ec.CarExportError, match=r"pip install 'hotlap\[car\]'"):
+    with pytest.raises(ec.CarExportError, match=r"pip install -e '\.\[car\]'"):
         ec.build_graph_def(policy)
 
 

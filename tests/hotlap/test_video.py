@@ -18,7 +18,7 @@ imageio = pytest.importorskip("imageio.v3", reason="the video extra is not insta
 
 def test_without_the_extra_the_message_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails as if not installed
-    with pytest.raises(VideoError, match=r"pip install 'hotlap\[video\]'.*imageio_ffmpeg"):
+    with pytest.raises(VideoError, match=r"pip install -e '\.\[video\]'.*imageio_ffmpeg"):
         check_video_path(tmp_path / "lap.mp4")
     assert "imageio-ffmpeg" in INSTALL_HINT
     with pytest.raises(VideoError, match="use .mp4 or .gif"):

@@ -381,7 +381,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     train.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
     train.add_argument("--redis-url", help="use this Redis instead of starting one")
     train.add_argument("--tensorboard", type=Path, metavar="DIR", default=env.get("HOTLAP_TENSORBOARD_DIR"),
-                       help="write TensorBoard scalars (charts/*, losses/*) to DIR; needs pip install -e '.[tensorboard]'")
+                       help="write TensorBoard scalars (charts/*, losses/*) to DIR; needs "
+                            "pip install -e '.[tensorboard]'")
     train.set_defaults(func=cmd_train)
 
     seed = commands.add_parser("seed", help="validate the run's files and put them in the store (compose init)")

@@ -59,8 +59,15 @@ def _service_env(run: LocalRun, redis_url: str, worker_name: str | None = None) 
 
 
 def _spawn(module: str, env: dict[str, str], log_path: Path | None) -> subprocess.Popen[bytes]:
+    """Starts a service with SIGINT ignored (an ignored signal survives exec; shared.service keeps it
+    so): the terminal's Ctrl-C reaches the whole process group, and only `hotlap train` acts on it,
+    by sending each service one SIGTERM (two Ctrl-C: two SIGTERM, which stops them at once)."""
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
-    return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _iteration_metrics(transport: RunTransport, episodes_per_iteration: int) -> tuple[int, dict[str, float | str]]:
@@ -110,10 +117,15 @@ def train_locally(run: LocalRun, files: RunFiles) -> int:
         try:
             _watch(trainer, transport, files, run.quiet)
         except KeyboardInterrupt:
-            print("\ninterrupted: stopping the trainer and workers (the store keeps every published version)")
-            for proc in [trainer, *workers]:
-                proc.send_signal(signal.SIGTERM)
-        codes = _wait_all(trainer, workers)
+            print("\ninterrupted: the trainer publishes what it has trained, then everything stops "
+                  "(Ctrl-C again: stop at once)", flush=True)
+            _signal_all([trainer, *workers])
+        try:
+            codes = _wait_all(trainer, workers)
+        except KeyboardInterrupt:
+            print("\ninterrupted again: stopping at once", flush=True)
+            _signal_all([trainer, *workers])  # a service's second SIGTERM exits it at once
+            codes = _wait_all(trainer, workers)
         try:
             status = transport.status()
             errors = transport.recent_errors()
@@ -156,6 +168,12 @@ def _show(display: ProgressDisplay, transport: RunTransport, episodes_per_iterat
         display.update(completed, metrics)
     else:
         display.status("waiting for the first iteration | " + format_metrics(metrics))
+
+
+def _signal_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
 
 
 def _wait_all(trainer: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]]) -> list[int]:

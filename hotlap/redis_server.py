@@ -41,6 +41,9 @@ def redis_server() -> Iterator[str]:
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", workdir],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Its own process group: redis-server shuts down on SIGINT whatever it inherits, and the
+        # terminal's Ctrl-C must not take Redis away from services still finishing their step.
+        process_group=0,
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:

@@ -84,7 +84,8 @@ class ServiceLoop:
         self.retry_give_up_s = retry_give_up_s
 
     def install_signal_handlers(self) -> None:
-        """First SIGTERM/SIGINT: finish the current step, then stop. Second: exit at once."""
+        """First SIGTERM/SIGINT: finish the current step, then stop. Second: exit at once.
+        SIGINT is left ignored when the parent started this process with it ignored."""
 
         def request_stop(signum: int, frame: FrameType | None) -> None:
             if self.stop_requested:
@@ -93,7 +94,11 @@ class ServiceLoop:
             self.stop_requested = True
 
         signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        # An inherited SIG_IGN stays (the Unix convention nohup and background jobs follow): `hotlap
+        # train` starts its services so, because the terminal's Ctrl-C is its to handle (it then
+        # sends one SIGTERM each; a second Ctrl-C sends another, which exits at once).
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, request_stop)
 
     def retrying(self, what: str, func: Callable[..., T], *args: Any) -> T:
         """Call `func(*args)`, retrying transient Redis/store errors for up to the give-up time.

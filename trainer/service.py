@@ -491,7 +491,10 @@ class TrainerService(ServiceLoop):
         deadline = time.monotonic() + self.config.stall_timeout_s
         while self.checkpoints.last_version < version and not self.evaluator_silent:
             if self.stop_requested:
-                raise StopRequested()
+                # The update is trained: publishing it keeps the work (a stopped worker 0 will not
+                # evaluate now); only this version's evaluation goes missing.
+                log.info("stop requested: publishing without waiting for model version %d's evaluation", version)
+                return
             self.check_run_not_failed()
             self._beat("awaiting evaluation", version)
             if time.monotonic() > deadline:

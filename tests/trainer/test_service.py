@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +65,35 @@ def test_iteration_timings_reach_the_progress_hash_and_the_manifest(
         assert stats[key] >= 0.0
         assert float(progress[key]) == round(stats[key], 5)
     assert store.load_version(1).manifest["published_at"] > store.load_version(0).manifest["published_at"]
+
+
+def test_a_trainer_stopped_while_awaiting_evaluation_publishes_its_trained_update(
+    tmp_path: Path, redis_url: str, run_id: str, transport: RunTransport
+):
+    """Stopped (Ctrl-C, docker stop) after an update but before worker 0 evaluated the version that
+    drove it: the update is published, not thrown away (no worker 0 runs here, so none will evaluate)."""
+    store = ModelStore(open_store(f"file://{tmp_path}"))
+    files = run_files(episodes=3)
+    files.settings.max_iterations = 3
+    transport = transport.for_run(seed_store(store, files).nonce)
+    for episode in range(3):
+        transport.push_experience(camera_episode(run_id, episode))
+    config = TrainerConfig(HOTLAP_RUN_ID=run_id, HOTLAP_REDIS_URL=redis_url, HOTLAP_STORE_URL=f"file://{tmp_path}",
+                           HOTLAP_DEVICE="cpu", HOTLAP_STALL_TIMEOUT_S=600)
+    service = TrainerService(config, transport, store)
+
+    def stop_once_awaiting_evaluation() -> None:  # what the SIGTERM/SIGINT handler does, at that moment
+        deadline = time.monotonic() + 300
+        while (transport.trainer_heartbeat() or {}).get("step") != "awaiting evaluation" \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        service.stop_requested = True
+
+    stopper = threading.Thread(target=stop_once_awaiting_evaluation)
+    stopper.start()
+    result = [service.run()]  # in the main thread: it installs signal handlers
+    stopper.join()
+
+    assert result == [0]
+    assert store.latest_version() == 1
+    assert not store.is_done()  # stopped, not finished: a restart resumes from version 1

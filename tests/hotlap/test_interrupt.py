@@ -1,0 +1,76 @@
+"""Ctrl-C on `hotlap train`, as a terminal delivers it: SIGINT to the whole foreground process group.
+
+Only `hotlap train` acts on it: the services finish their step against a Redis that is still up,
+the trainer publishes what it trained, and every process it started is gone afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.store import ModelStore, open_store
+
+REPO = Path(__file__).resolve().parents[2]
+HYPERPARAMETERS = {"num_episodes_between_training": 4, "num_epochs": 1, "batch_size": 32,
+                   "term_cond_max_episodes": 4000}  # far more iterations than the test waits for
+
+pytestmark = pytest.mark.slow
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_stops_the_services_against_a_live_redis_and_leaves_nothing_running(tmp_path: Path) -> None:
+    hp = tmp_path / "hyperparameters.json"
+    hp.write_text(json.dumps(HYPERPARAMETERS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLAP_")} | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hotlap", "train", "--workers", "1", "--cars-per-worker", "2", "--run-id", "r",
+         "--runs-dir", str(tmp_path / "runs"), "--hyperparameters", str(hp), "--max-steps", "40"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env, start_new_session=True)
+    store = ModelStore(open_store(f"file://{tmp_path / 'runs' / 'r'}"))
+    try:
+        deadline = time.monotonic() + 300
+        while (store.latest_version() or 0) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        started = children(proc.pid)
+        assert any("redis-server" in command_line(pid) for pid in started), [command_line(p) for p in started]
+        assert any("-m trainer" in command_line(pid) for pid in started)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "interrupted" in output, output[-3000:]
+    # Each service had exactly one stop request (a second one exits at once, with 1) and finished its step.
+    assert "exit codes:     trainer 0, workers [0]" in output, output[-3000:]
+    # Redis outlived them: nobody saw it vanish and retried.
+    for log in (tmp_path / "runs" / "r" / "logs" / "processes").glob("*.log"):
+        text = log.read_text()
+        assert "retrying" not in text and "Connection refused" not in text, f"{log.name}:\n{text[-3000:]}"
+    assert not [pid for pid in started if alive(pid)], "a process hotlap train started outlived it"

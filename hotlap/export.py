@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from hotlap.errors import ExportError
-from hotlap.export_car import export_car_model
+from hotlap.export_car import car_array, export_car_model
 from hotlap.models import TrainedModel
 from shared.networks import PolicyNetwork
 
@@ -68,13 +68,8 @@ def car_inputs(policy: PolicyNetwork) -> list[CarInput]:
 
 def car_observation(policy: PolicyNetwork, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The simulator's observation batch ``{sensor: (B, ...)}`` in the car's layout (float32, NHWC camera)."""
-    out = {}
-    for spec in car_inputs(policy):
-        array = np.asarray(obs[spec.name])
-        if spec.camera:
-            array = array[..., None] if array.ndim == 3 else np.moveaxis(array, 1, -1)
-        out[spec.name] = np.ascontiguousarray(array, dtype=np.float32)
-    return out
+    return {spec.name: car_array(obs[spec.name], spec.camera) for spec in car_inputs(policy)}
+
 
 
 class CarPolicy(nn.Module):

@@ -128,16 +128,19 @@ def car_inputs(policy: PolicyNetwork) -> list[CarInput]:
     return inputs
 
 
+def car_array(batch: np.ndarray, camera: bool) -> np.ndarray:
+    """One sensor's simulator batch as the car feeds it: float32, cameras NHWC with raw 0–255 values
+    (``(B, H, W)`` gains a channel axis, ``(B, C, H, W)`` moves it last); other sensors unchanged."""
+    array = np.asarray(batch)
+    if camera:
+        array = array[..., None] if array.ndim == 3 else np.moveaxis(array, 1, -1)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def car_feed(policy: PolicyNetwork, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The simulator's observation batch ``{sensor: (B, ...)}`` as the car feeds it: ``{input name: float32}``,
     cameras NHWC with raw 0–255 values (``(B, H, W)`` gains a channel axis, ``(B, C, H, W)`` moves it last)."""
-    feed = {}
-    for spec in car_inputs(policy):
-        array = np.asarray(obs[spec.sensor])
-        if spec.camera:
-            array = array[..., None] if array.ndim == 3 else np.moveaxis(array, 1, -1)
-        feed[spec.name] = np.ascontiguousarray(array, dtype=np.float32)
-    return feed
+    return {spec.name: car_array(obs[spec.sensor], spec.camera) for spec in car_inputs(policy)}
 
 
 @torch.no_grad()

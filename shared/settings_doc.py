@@ -9,6 +9,7 @@ and docs/configuration.md (`python -m hotlap.docs_gen`) are made from these rows
 
 from __future__ import annotations
 
+import argparse
 import textwrap
 import types
 import typing
@@ -164,3 +165,10 @@ def settings_help(model: type[BaseModel]) -> str:
         text = f"{r.name:<{width}}  {r.meaning} (type {r.type}, default {r.default})"
         lines.append(textwrap.fill(text, HELP_WIDTH, initial_indent="  ", subsequent_indent=indent))
     return "\n".join(lines)
+
+
+def settings_parser(prog: str, description: str | None, model: type[BaseModel]) -> argparse.ArgumentParser:
+    """A service's command line: no arguments of its own, and a `--help` that lists the environment
+    variables `model` reads (a service reads its settings from the environment only)."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=settings_help(model),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from shared.config import ConfigError, WorkerConfig
 from shared.logs import setup_logging
-from shared.settings_doc import settings_help
+from shared.settings_doc import settings_parser
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport
 from simulator.worker import SimulatorWorker
@@ -17,10 +17,7 @@ from simulator.worker import SimulatorWorker
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """`--help` lists the environment variables this process reads (it takes no other arguments)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m simulator", description=__doc__,
-        epilog=settings_help(WorkerConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
-    return parser.parse_args(argv)
+    return settings_parser("python -m simulator", __doc__, WorkerConfig).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from shared.config import ConfigError, TrainerConfig
 from shared.logs import setup_logging
-from shared.settings_doc import settings_help
+from shared.settings_doc import settings_parser
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport
 from trainer.service import DeviceError, TrainerService, resolve_device
@@ -16,10 +16,7 @@ from trainer.service import DeviceError, TrainerService, resolve_device
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """`--help` lists the environment variables this process reads (it takes no other arguments)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer", description=__doc__,
-        epilog=settings_help(TrainerConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
-    return parser.parse_args(argv)
+    return settings_parser("python -m trainer", __doc__, TrainerConfig).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from shared.store import ModelStore, StoreError, open_store
 from simulator.track import Track, TrackError
 
 DEFAULT_RENDER_TRACK: str = RunSettings.model_fields["track"].default  # the run default
+DEFAULT_REDIS_URL: str = ServiceConfig.model_fields["redis_url"].default  # the services' default
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -239,6 +240,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from hotlap.status import show
+
+    if not args.run:
+        raise CommandError("give the run id (or set HOTLAP_RUN_ID)")
+    if args.interval <= 0 or args.count < 0:
+        raise CommandError(f"--interval must be > 0 and --count >= 0 (got {args.interval}, {args.count})")
+    return show(args.redis_url, args.run, as_json=args.json, watch=args.watch or args.count > 0,
+                interval_s=args.interval, count=args.count)
+
+
 def _run_track(store_url: str, s3_endpoint_url: str | None) -> Track:
     """The track a run drives, as its workers load it (a stored track file, else the packaged route)."""
     from hotlap.runs import open_run
@@ -368,6 +380,27 @@ def _add_export_parser(commands: Any, env: Mapping[str, str]) -> None:
     export.set_defaults(func=cmd_export)
 
 
+def _add_status_parser(commands: Any, env: Mapping[str, str]) -> None:
+    from hotlap.status import DEFAULT_INTERVAL_S
+
+    status = commands.add_parser(
+        "status", help="a live run from its Redis: workers, trainer, stream, Redis memory, episode accounting",
+        description="Reads the run's keys in Redis (nothing from the store): finished runs stay there for "
+                    "HOTLAP_FINISHED_RUN_TTL_S; `hotlap runs` lists runs from their store.")
+    status.add_argument("run", nargs="?", default=env.get("HOTLAP_RUN_ID"),
+                        help="the run id (HOTLAP_RUN_ID; `hotlap train` names the run folder after it)")
+    status.add_argument("--redis-url", default=env.get("HOTLAP_REDIS_URL") or DEFAULT_REDIS_URL,
+                        help="the run's Redis (`hotlap train` prints it when it starts its own)")
+    status.add_argument("--json", action="store_true",
+                        help="print one JSON object (with --watch: one per line, each refresh)")
+    status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C (which exits 0)")
+    status.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+                        help=f"seconds between refreshes with --watch (default {DEFAULT_INTERVAL_S:g})")
+    status.add_argument("--count", type=int, default=0, metavar="N",
+                        help="refresh N times, then exit (implies --watch; default 0: until Ctrl-C)")
+    status.set_defaults(func=cmd_status)
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotlap", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -424,6 +457,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     runs.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
     runs.set_defaults(func=cmd_runs)
 
+    _add_status_parser(commands, env)
     _add_evaluate_parser(commands, env)
     _add_export_parser(commands, env)
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Characters SCAN MATCH treats as glob syntax; a run id given by a user is matched literally.
+_GLOB_SPECIAL = "*?[]\\"
+
 
 @dataclass(frozen=True)
 class RunKeys:
@@ -24,6 +27,22 @@ class RunKeys:
     def pattern(self) -> str:
         """Every key of this run (SCAN MATCH), e.g. to set their expiry once the run ended."""
         return f"{self.prefix}:*"
+
+    @classmethod
+    def every_identity_status(cls, run_id: str) -> str:
+        """SCAN MATCH pattern for the status hash of every identity (nonce) of `run_id` in Redis:
+        how `hotlap status RUN` finds a run's nonce without its store."""
+        literal = "".join(f"\\{c}" if c in _GLOB_SPECIAL else c for c in run_id)
+        return cls(literal, "*").status
+
+    @classmethod
+    def identity_in(cls, run_id: str, key: str) -> str | None:
+        """The nonce in `key` when it is the status hash of one of `run_id`'s identities, else None."""
+        head, _, tail = cls(run_id, "\0").status.partition("\0")
+        if not (key.startswith(head) and key.endswith(tail)) or len(key) <= len(head) + len(tail):
+            return None
+        nonce = key[len(head):len(key) - len(tail)]
+        return nonce if nonce.isascii() and nonce.isalnum() else None
 
     @property
     def experience(self) -> str:

@@ -436,6 +436,44 @@ class RunTransport:
     def recent_errors(self) -> list[str]:
         return [e.decode() for e in self.client.lrange(self.keys.errors, 0, -1)]
 
+    # ------------------------------------------------------------ what `hotlap status` reads
+
+    @_wrap_errors
+    def identities(self) -> dict[str, float]:
+        """Every identity (nonce) of this run id with a status hash in Redis -> when that status was
+        last set (unix seconds, 0.0 when unknown), newest first. Finds a run without its store."""
+        found: dict[str, float] = {}
+        for key in self.client.scan_iter(match=RunKeys.every_identity_status(self.run_id), count=500):
+            nonce = RunKeys.identity_in(self.run_id, key.decode())
+            if nonce:
+                updated = self.client.hget(key, "updated_at")
+                found[nonce] = float(updated) if updated else 0.0
+        return dict(sorted(found.items(), key=lambda item: -item[1]))
+
+    @_wrap_errors
+    def snapshot(self) -> dict[str, Any]:
+        """The run's keys as Redis holds them now, read in one round trip (values decoded to str):
+        `status`, `progress`, `trainer` (heartbeat), `accounting`, `worker_indexes` (hashes);
+        `latest_version`, `trainer_lease` (str or None); `stream_depth` (entries in the experience
+        stream, delivered or not); `errors` (the 5 newest); `memory` (the server's INFO memory)."""
+        pipe = self.client.pipeline(transaction=False)
+        hashes = {"status": self.keys.status, "progress": self.keys.progress, "trainer": self.keys.trainer,
+                  "accounting": self.keys.accounting, "worker_indexes": self.keys.worker_indexes}
+        for key in hashes.values():
+            pipe.hgetall(key)
+        pipe.get(self.keys.model)
+        pipe.get(self.keys.trainer_lease)
+        pipe.xlen(self.keys.experience)
+        pipe.lrange(self.keys.errors, 0, 4)
+        pipe.info("memory")
+        *values, version, lease, depth, errors, memory = pipe.execute()
+        snapshot: dict[str, Any] = {name: {k.decode(): v.decode() for k, v in value.items()}
+                                    for name, value in zip(hashes, values, strict=True)}
+        snapshot.update(latest_version=None if version is None else version.decode(),
+                        trainer_lease=None if lease is None else lease.decode(), stream_depth=int(depth),
+                        errors=[e.decode() for e in errors], memory=memory)
+        return snapshot
+
     # ------------------------------------------------------------ workers
 
     @_wrap_errors

@@ -11,6 +11,7 @@ capped backoff; the first SIGTERM finishes the current step and flushes logs, th
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -531,6 +532,7 @@ class SimulatorWorker(ServiceLoop):
         self.retrying("heartbeat", self.transport.heartbeat, self.config.worker_name, {
             "index": self.worker_index, "version": self.policy_version, "episodes": self.episodes_played,
             "steps": self.steps_played, "steps_per_s": round(recent_rate, 1), **self.trainer_wait.fields(),
+            "host": socket.gethostname(),  # `hotlap status`: where the worker runs (its name may be a pod's)
         })
         self.last_heartbeat = now
         self.steps_at_last_heartbeat = self.steps_played

@@ -21,6 +21,7 @@ from pathlib import Path
 from hotlap.progress import ProgressDisplay, format_metrics
 from hotlap.redis_server import redis_server
 from hotlap.seed import seed_store
+from shared.config import redact_url
 from shared.run_files import RunFiles
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport, TransportError
@@ -107,6 +108,8 @@ def train_locally(run: LocalRun, files: RunFiles) -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with _redis(run) as redis_url:
+        if not run.quiet:
+            print(f"live status: hotlap status {run.run_id} --redis-url {redact_url(redis_url)}", flush=True)
         transport = RunTransport.from_url(redis_url, run.run_id, nonce=seeded.nonce)
         trainer = _spawn("trainer", _service_env(run, redis_url), log_dir / "trainer.log" if log_dir else None)
         workers = [

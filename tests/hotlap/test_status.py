@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -221,3 +222,27 @@ def test_run_id_with_glob_characters_is_matched_literally(redis_url: str, run_id
     assert list(RunTransport.from_url(redis_url, f"{run_id}-?").identities()) == []
     assert list(RunTransport.from_url(redis_url, f"{run_id}-a").identities()) == ["abc123"]
 
+
+
+def test_watch_on_a_terminal_redraws_in_place(redis_url: str, run_id: str):
+    """On a terminal --watch is a rich Live display: the status drawn, redrawn --count times, exit 0."""
+    RunTransport.from_url(redis_url, run_id, nonce="ddd444").set_status("running")
+    leader, follower = pty.openpty()
+    with os.fdopen(leader, "rb", buffering=0) as terminal:
+        proc = subprocess.Popen([sys.executable, "-m", "hotlap", "status", run_id, "--redis-url", redis_url,
+                                 "--count", "2", "--interval", "0.1"], stdout=follower, stderr=follower, cwd=REPO,
+                                env=dict(os.environ, COLUMNS="120", TERM="xterm"))
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = terminal.read(4096)
+            except OSError:  # the process closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert proc.wait(timeout=120) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert text.count(f"run {run_id} (identity ddd444)") >= 2  # drawn, then redrawn
+    assert "\x1b[2K" in text and "Ctrl-C to stop" in text  # lines erased: redrawn in place, not scrolled

@@ -25,7 +25,8 @@ from shared.store import ModelStore, StoreError, open_store
 from simulator.track import Track, TrackError
 
 DEFAULT_RENDER_TRACK: str = RunSettings.model_fields["track"].default  # the run default
-DEFAULT_REDIS_URL: str = ServiceConfig.model_fields["redis_url"].default  # the services' default
+DEFAULT_REDIS_URL: str = ServiceConfig.model_fields["redis_url"].default  # the services' defaults
+DEFAULT_RUN_ID: str = ServiceConfig.model_fields["run_id"].default
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -243,8 +244,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from hotlap.status import show
 
-    if not args.run:
-        raise CommandError("give the run id (or set HOTLAP_RUN_ID)")
     if args.interval <= 0 or args.count < 0:
         raise CommandError(f"--interval must be > 0 and --count >= 0 (got {args.interval}, {args.count})")
     return show(args.redis_url, args.run, as_json=args.json, watch=args.watch or args.count > 0,
@@ -387,8 +386,8 @@ def _add_status_parser(commands: Any, env: Mapping[str, str]) -> None:
         "status", help="a live run from its Redis: workers, trainer, stream, Redis memory, episode accounting",
         description="Reads the run's keys in Redis (nothing from the store): finished runs stay there for "
                     "HOTLAP_FINISHED_RUN_TTL_S; `hotlap runs` lists runs from their store.")
-    status.add_argument("run", nargs="?", default=env.get("HOTLAP_RUN_ID"),
-                        help="the run id (HOTLAP_RUN_ID; `hotlap train` names the run folder after it)")
+    status.add_argument("run", nargs="?", default=env.get("HOTLAP_RUN_ID") or DEFAULT_RUN_ID,
+                        help="the run id (`hotlap train` names the run folder after it)")
     status.add_argument("--redis-url", default=env.get("HOTLAP_REDIS_URL") or DEFAULT_REDIS_URL,
                         help="the run's Redis (`hotlap train` prints it when it starts its own)")
     status.add_argument("--json", action="store_true",

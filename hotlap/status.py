@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -32,15 +33,19 @@ class StatusError(CommandError):
 
 
 def _number(text: str | None) -> int | float | str | None:
-    """A Redis hash value as the number it holds (int or float), else the text itself."""
+    """A Redis hash value as the number it holds (int or float; None for nan/inf, which JSON cannot
+    hold), else the text itself."""
     if text is None:
         return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else None
 
 
 def _int(text: str | None) -> int | None:
@@ -123,12 +128,12 @@ def read_status(transport: RunTransport, other_identities: list[str], now: float
 
     Times are unix seconds; ages seconds. Raises StatusError when Redis fails or the run's status
     is gone (its keys expired since it was found)."""
+    now = time.time() if now is None else now
     try:
         snapshot = transport.snapshot()
-        workers = _workers(transport, time.time() if now is None else now)
+        workers = _workers(transport, now)
     except TransportError as e:
         raise StatusError(str(e)) from e
-    now = time.time() if now is None else now
     status = snapshot["status"]
     if not status:
         raise StatusError(f"run {transport.run_id} (identity {transport.keys.nonce}) is no longer in Redis at "

@@ -246,3 +246,15 @@ def test_watch_on_a_terminal_redraws_in_place(redis_url: str, run_id: str):
     text = output.decode(errors="replace")
     assert text.count(f"run {run_id} (identity ddd444)") >= 2  # drawn, then redrawn
     assert "\x1b[2K" in text and "Ctrl-C to stop" in text  # lines erased: redrawn in place, not scrolled
+
+
+def test_values_json_cannot_hold_are_null(redis_url: str, run_id: str, capsys: pytest.CaptureFixture[str]):
+    """A non-finite statistic in the progress hash (e.g. explained variance of a constant return) is
+    null in --json, which stays strict JSON."""
+    transport = RunTransport.from_url(redis_url, run_id, nonce="eee555")
+    transport.set_status("running")
+    transport.set_progress({"iteration": 2, "explained_variance": float("nan"), "mean_reward": 1.5})
+    capsys.readouterr()
+    assert main(["status", run_id, "--redis-url", redis_url, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert status["progress"] == {"iteration": 2, "explained_variance": None, "mean_reward": 1.5}

@@ -387,9 +387,11 @@ def _add_status_parser(commands: Any, env: Mapping[str, str]) -> None:
         description="Reads the run's keys in Redis (nothing from the store): finished runs stay there for "
                     "HOTLAP_FINISHED_RUN_TTL_S; `hotlap runs` lists runs from their store.")
     status.add_argument("run", nargs="?", default=env.get("HOTLAP_RUN_ID") or DEFAULT_RUN_ID,
-                        help="the run id (`hotlap train` names the run folder after it)")
+                        help="the run id (`hotlap train` names the run folder after it; "
+                             f"default: HOTLAP_RUN_ID, else {DEFAULT_RUN_ID})")
     status.add_argument("--redis-url", default=env.get("HOTLAP_REDIS_URL") or DEFAULT_REDIS_URL,
-                        help="the run's Redis (`hotlap train` prints it when it starts its own)")
+                        help="the run's Redis (`hotlap train` prints it when it starts its own; "
+                             f"default: HOTLAP_REDIS_URL, else {DEFAULT_REDIS_URL})")
     status.add_argument("--json", action="store_true",
                         help="print one JSON object (with --watch: one per line, each refresh)")
     status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C (which exits 0)")

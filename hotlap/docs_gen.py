@@ -115,7 +115,10 @@ def collect_rows() -> list[Row]:
     for command, action in _cli_actions():
         option = ", ".join(action.option_strings) or action.dest
         variable = env_of.get((command, action.dest), "")
-        row = rows.setdefault(variable or option, Row(env=variable, meaning=action.help or UNDOCUMENTED))
+        # An option no variable backs is one row per meaning: `--json` of `hotlap runs` (a list) and of
+        # `hotlap status` (one object) are different settings under one name.
+        key = variable or f"{option}\0{action.help or ''}"
+        row = rows.setdefault(key, Row(env=variable, meaning=action.help or UNDOCUMENTED))
         if option not in row.options:
             row.options.append(option)
             row.option_default = row.option_default or _option_default(action)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hotlap.docs_gen import PAGE, REGENERATE, collect_rows, render, undocumented
+from hotlap.docs_gen import PAGE, REGENERATE, _cli_actions, collect_rows, render, undocumented
 from shared.config import Hyperparameters, RunSettings, TrainerConfig, WorkerConfig
 
 
@@ -33,3 +33,16 @@ def test_options_are_joined_to_the_variable_they_read() -> None:
     assert rows["HOTLAP_TENSORBOARD_DIR"].readers == ["trainer", "hotlap train"]
     assert rows["HOTLAP_STORE_URL"].default() == "(required)"
     assert rows["HOTLAP_WORKER_NAME"].default() == "<hostname>-<pid>"
+
+
+def test_an_option_row_s_meaning_is_what_each_of_its_commands_says() -> None:
+    """Options no variable backs merge only when their help is the same: `--json`, `--output` and
+    `--version` mean different things to different commands."""
+    helps = {(command, ", ".join(action.option_strings) or action.dest): action.help
+             for command, action in _cli_actions()}
+    option_rows = [r for r in collect_rows() if not r.env]
+    for row in option_rows:
+        for reader in row.readers:
+            for option in row.options:
+                assert helps[(reader.removeprefix("hotlap "), option)] == row.meaning, (reader, option)
+    assert sum(row.options == ["--json"] for row in option_rows) == 3

@@ -11,13 +11,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 
 from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
 from shared.run_files import RunFiles, new_run_nonce, read_run_nonce, save_run_files, write_run_nonce
 from shared.store import ModelStore, ObjectNotFound, S3Store, sha256
-from simulator.reward import RewardFunctionError, decode_reward_source, load_reward_function
-from simulator.track import TrackError, read_user_track
+from simulator.env import EnvSettings, VectorRacingEnv
+from simulator.reward import (
+    RewardFunction,
+    RewardFunctionError,
+    decode_reward_source,
+    hang_guard,
+    hang_guard_seconds,
+    load_reward_function,
+)
+from simulator.track import Track, TrackError, read_user_track
 
 REWARD_FILE = "reward_function.py"
 METADATA_FILE = "model_metadata.json"
@@ -81,9 +90,10 @@ def _read(path: Path | None, default_name: str) -> tuple[str, str]:
         raise SeedError(f"{path}: not UTF-8 text: {e}") from e
 
 
-def _parse(texts: dict[str, tuple[str, str]], settings: RunSettings,
+def _parse(texts: dict[str, tuple[str, str]], settings: RunSettings, track: Track | None,
            problems: list[str]) -> tuple[ModelMetadata | None, Hyperparameters | None, str]:
-    """Validate the files that could be read; each problem is appended to ``problems``."""
+    """Validate the files that could be read; each problem is appended to ``problems``. The reward
+    function is also called once on ``track`` (when it loaded), see :func:`try_reward_function`."""
     metadata = hyperparameters = None
     if METADATA_FILE in texts:
         try:
@@ -99,10 +109,30 @@ def _parse(texts: dict[str, tuple[str, str]], settings: RunSettings,
     if REWARD_FILE in texts:
         reward_text, reward_name = texts[REWARD_FILE]
         try:
-            load_reward_function(reward_text, reward_name, time_limit_s=settings.reward_time_limit_s)
+            reward_function = load_reward_function(reward_text, reward_name,
+                                                   time_limit_s=settings.reward_time_limit_s)
+            if track is not None:
+                try_reward_function(reward_function, track, settings)
         except RewardFunctionError as e:
             problems.append(str(e))
     return metadata, hyperparameters, reward_text
+
+
+def try_reward_function(reward_function: RewardFunction, track: Track, settings: RunSettings) -> float:
+    """Call the reward function once, as a worker would, on the run's track: one car at its start,
+    driving straight at 1 m/s (DeepRacer's console likewise tries a reward function on sample params
+    before training; deepracer-formats.md §1.1). A function that raises, returns no finite number in
+    [-1e5, 1e5], is slower than the run's limit, never returns, or tries to end the process is
+    refused here, before any process starts, instead of failing the run's first episode.
+
+    Returns the reward. Raises :class:`RewardFunctionError` naming the file, the line and the params."""
+    env = VectorRacingEnv(track, 1, EnvSettings(sensors=("SECTOR_LIDAR",), reverse=settings.reverse,
+                                                start_offset=settings.start_position_offset), reward_function)
+    env.reset()
+    straight = (np.zeros(1), np.ones(1))
+    env.step(*straight)  # DeepRacer's prepare step: no reward call
+    with hang_guard(hang_guard_seconds(settings.reward_time_limit_s, 1), reward_function.filename):
+        return float(env.step(*straight).reward[0])
 
 
 def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations: int | None = None,
@@ -116,13 +146,14 @@ def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations
             texts[default_name] = _read(path, default_name)
         except SeedError as e:
             problems.append(str(e))
-    metadata, hyperparameters, reward_text = _parse(texts, settings, problems)
+    track: Track | None = None
     track_npy = None
     try:
         track, track_npy = read_user_track(settings.track)
     except TrackError as e:
         problems.append(f"track {settings.track!r}: {e}")
-    if problems or metadata is None or hyperparameters is None:
+    metadata, hyperparameters, reward_text = _parse(texts, settings, track, problems)
+    if problems or metadata is None or hyperparameters is None or track is None:
         raise SeedError("cannot start the run:\n" + "\n".join(problems))
     if track_npy is not None:
         # A track file travels with the run (next to training_params.yaml): workers on other

@@ -42,7 +42,9 @@ import linecache
 import logging
 import math
 import numbers
+import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -50,7 +52,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from shared.config import REWARD_TIME_LIMIT_S
 from shared.experience import REWARD_LIMIT  # DeepRacer's reward range; the trainer checks it too
@@ -61,6 +63,74 @@ DEFAULT_TIME_LIMIT_S = REWARD_TIME_LIMIT_S  # DeepRacer validator's per-call lim
 _MAX_VALUE_REPR = 120
 log = logging.getLogger("hotlap.reward")
 _MAX_PARAMS_REPR = 3000
+# What one call (or the file's loading) may print; DeepRacer racers print params or a line per step
+# (a few KiB, with the waypoints), and the logs keep that. Megabytes per step would fill the disk.
+PRINT_LIMIT_BYTES = 64 * 1024
+_REAL_OS_EXIT = os._exit
+HANG_MARGIN_S = 5.0  # see hang_guard_seconds
+
+
+class _ExitCalled(SystemExit):
+    """Raised in place of ``os._exit`` while the user's code runs, so it fails the run with a message
+    instead of ending the process without one (no log flush, no status, no tickets handed back)."""
+
+
+class _CappedOutput:
+    """A stand-in for sys.stdout/sys.stderr while the user's code runs: passes the first
+    PRINT_LIMIT_BYTES of each call through, drops the rest and warns once per reward function."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.target: Any = None
+        self.written = 0
+        self.dropped = 0
+        self.warned = False
+
+    def start(self, target: Any) -> _CappedOutput:
+        self.target, self.written, self.dropped = target, 0, 0
+        return self
+
+    def write(self, text: str) -> int:
+        room = PRINT_LIMIT_BYTES - self.written
+        if room > 0:
+            passed = text[:room]
+            self.written += len(passed)
+            self.target.write(passed)
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def finish(self) -> None:
+        if self.dropped and not self.warned:
+            self.warned = True
+            log.warning("%s: reward_function printed %d characters in one call; the %d beyond the first %d "
+                        "were dropped (printing a line per step is fine; this warning is given once)",
+                        self.filename, self.written + self.dropped, self.dropped, PRINT_LIMIT_BYTES)
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno...: the real stream's
+        return getattr(self.target, name)
+
+
+def _refuse_os_exit(status: int) -> NoReturn:
+    raise _ExitCalled(f"os._exit({status!r})")
+
+
+@contextmanager
+def guarded_user_code(output: _CappedOutput) -> Iterator[None]:
+    """While the user's reward code runs: ``os._exit`` raises instead of ending the process, and
+    what it prints is capped at PRINT_LIMIT_BYTES (both would otherwise lose the run's reason)."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = output.start(stdout)
+    sys.stderr = output  # one budget for both streams
+    os._exit = _refuse_os_exit
+    try:
+        yield
+    finally:
+        os._exit = _REAL_OS_EXIT
+        sys.stdout, sys.stderr = stdout, stderr
+        output.finish()
 
 
 class RewardFunctionError(Exception):
@@ -82,11 +152,13 @@ class RewardFunction:
         self.filename = filename
         self.time_limit_s = time_limit_s
         self._warned_not_a_number = False
+        self._output = _CappedOutput(filename)
 
     def __call__(self, params: dict[str, Any]) -> float:
         started = time.perf_counter()
         try:
-            value = self.function(params)
+            with guarded_user_code(self._output):
+                value = self.function(params)
         except (Exception, SystemExit) as error:  # any user error becomes one clear error
             raise RewardFunctionError(self._describe_exception(error, params)) from error
         elapsed = time.perf_counter() - started
@@ -130,6 +202,10 @@ class RewardFunction:
         where = f"{last.filename}:{last.lineno} in {last.name}"
         trace = "".join(traceback.format_list(user_frames)).rstrip()
         kind = type(error).__name__
+        if isinstance(error, SystemExit):  # sys.exit() or os._exit(): the process must not end
+            call = str(error) if isinstance(error, _ExitCalled) else f"sys.exit({error.code!r})"
+            return (f"{where}: reward_function called {call}; it must return a number, not end the process\n"
+                    f"Traceback (reward function frames):\n{trace}\n{format_params(params)}")
         return (
             f"{where}: {kind}: {error}\n"
             f"Traceback (reward function frames):\n{trace}\n"
@@ -189,13 +265,14 @@ def _load_module(code: types.CodeType, filename: str, time_limit_s: float) -> Re
     module = types.ModuleType("reward_function")
     module.__file__ = filename
     try:
-        exec(code, module.__dict__)  # noqa: S102 - running the user's reward file is the point
+        with guarded_user_code(_CappedOutput(filename)):
+            exec(code, module.__dict__)  # noqa: S102 - running the user's reward file is the point
     except (Exception, SystemExit) as error:
         frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
         line = f":{frames[-1].lineno}" if frames else ""
-        raise RewardFunctionError(
-            f"{filename}{line}: error while loading the file: {type(error).__name__}: {error}"
-        ) from error
+        what = (f"called {error}" if isinstance(error, _ExitCalled) else f"called sys.exit({error.code!r})"
+                if isinstance(error, SystemExit) else f"{type(error).__name__}: {error}")
+        raise RewardFunctionError(f"{filename}{line}: error while loading the file: {what}") from error
     function = module.__dict__.get("reward_function")
     if function is None:
         raise RewardFunctionError(f"{filename}: no function named 'reward_function' is defined")
@@ -244,6 +321,12 @@ def format_params(params: Mapping[str, Any]) -> str:
     lines = [f"  {key} = {_short_repr(value)}" for key, value in params.items()]
     text = "params:\n" + "\n".join(lines)
     return text if len(text) <= _MAX_PARAMS_REPR else text[: _MAX_PARAMS_REPR - 4] + "\n..."
+
+
+def hang_guard_seconds(time_limit_s: float, calls: int) -> float:
+    """How long :func:`hang_guard` waits around ``calls`` reward calls of ``time_limit_s`` each: their
+    limits plus a margin, so a slow but returning call is reported by the per-call timing instead."""
+    return time_limit_s * calls + HANG_MARGIN_S
 
 
 @contextmanager

@@ -44,7 +44,7 @@ from shared.store import REWARD_FUNCTION, ModelStore
 from shared.transport import RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
 from simulator.exploration import EpsilonSchedule
-from simulator.reward import RewardFunctionError, hang_guard, load_reward_functions
+from simulator.reward import RewardFunctionError, hang_guard, hang_guard_seconds, load_reward_functions
 from simulator.stacking import ObservationStack
 from simulator.track import TrackError, load_run_track
 
@@ -401,7 +401,7 @@ class SimulatorWorker(ServiceLoop):
             greedy = self.policy.act({name: arr[evaluating] for name, arr in self.obs.items()}, deterministic=True)
             steering[evaluating], speed[evaluating], actions[evaluating] = greedy.steering_deg, greedy.speed, \
                 greedy.action
-        with hang_guard(self.inputs.settings.reward_time_limit_s * len(cars) + 5.0):
+        with hang_guard(hang_guard_seconds(self.inputs.settings.reward_time_limit_s, len(cars))):
             result = self.env.step(steering, speed, self.active)
         self._record_steps(result, actions)
         self.obs = self.stack.push(result.obs)

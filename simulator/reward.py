@@ -117,16 +117,16 @@ def _refuse_os_exit(status: int) -> NoReturn:
     raise _ExitCalled(f"os._exit({status!r})")
 
 
-@contextmanager
-def guarded_user_code(output: _CappedOutput) -> Iterator[None]:
-    """While the user's reward code runs: ``os._exit`` raises instead of ending the process, and
-    what it prints is capped at PRINT_LIMIT_BYTES (both would otherwise lose the run's reason)."""
+def run_user_code(output: _CappedOutput, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` with the user's reward code guarded: ``os._exit`` raises instead of ending
+    the process, and what it prints is capped at PRINT_LIMIT_BYTES (both would otherwise lose the
+    run's reason). Plain try/finally, not a context manager: this is on every reward call."""
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout = output.start(stdout)
     sys.stderr = output  # one budget for both streams
     os._exit = _refuse_os_exit
     try:
-        yield
+        return function(*args)
     finally:
         os._exit = _REAL_OS_EXIT
         sys.stdout, sys.stderr = stdout, stderr
@@ -157,8 +157,7 @@ class RewardFunction:
     def __call__(self, params: dict[str, Any]) -> float:
         started = time.perf_counter()
         try:
-            with guarded_user_code(self._output):
-                value = self.function(params)
+            value = run_user_code(self._output, self.function, params)
         except (Exception, SystemExit) as error:  # any user error becomes one clear error
             raise RewardFunctionError(self._describe_exception(error, params)) from error
         elapsed = time.perf_counter() - started
@@ -197,7 +196,7 @@ class RewardFunction:
 
     def _describe_exception(self, error: BaseException, params: Mapping[str, Any]) -> str:
         frames = traceback.extract_tb(error.__traceback__)
-        user_frames = [f for f in frames if f.filename == self.filename] or frames[1:] or frames
+        user_frames = [f for f in frames if f.filename == self.filename] or frames[2:] or frames  # past run_user_code
         last = user_frames[-1]
         where = f"{last.filename}:{last.lineno} in {last.name}"
         trace = "".join(traceback.format_list(user_frames)).rstrip()
@@ -265,8 +264,8 @@ def _load_module(code: types.CodeType, filename: str, time_limit_s: float) -> Re
     module = types.ModuleType("reward_function")
     module.__file__ = filename
     try:
-        with guarded_user_code(_CappedOutput(filename)):
-            exec(code, module.__dict__)  # noqa: S102 - running the user's reward file is the point
+        # running the user's reward file is the point
+        run_user_code(_CappedOutput(filename), exec, code, module.__dict__)
     except (Exception, SystemExit) as error:
         frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
         line = f":{frames[-1].lineno}" if frames else ""

@@ -45,6 +45,11 @@ MAX_SPEED = 4.0
 # §1.1). A function may well spend a second on its first call (importing scipy, fitting a racing line).
 REWARD_TIME_LIMIT_S = 5.0
 
+# A bound on discrete action lists, not DeepRacer's (its console builds up to about 20 actions, and a
+# hand-edited file is unbounded there): a generated file with millions of entries would build a policy
+# head of that size and stall the seed instead of being refused.
+MAX_DISCRETE_ACTIONS = 1000
+
 CAMERA_SENSORS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS", "LEFT_CAMERA", "observation")
 LIDAR_SENSORS = ("LIDAR", "SECTOR_LIDAR", "DISCRETIZED_SECTOR_LIDAR")
 # model_metadata.json files before this version carry no sensor list DeepRacer reads (§2).
@@ -67,11 +72,25 @@ class ConfigError(ValueError):
         super().__init__(f"{source} is invalid ({len(problems)} problem(s)):\n{listed}")
 
 
+_MAX_SHOWN_VALUE = 80
+
+
+def _shown_value(value: Any) -> str:
+    """A bad value as a problem line shows it: short, and with any URL's password hidden."""
+    text = repr(redact_url(value) if isinstance(value, str) else value)
+    return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 3] + "..."
+
+
 def _problems_from(error: ValidationError) -> list[str]:
+    """One ``field.path: message, got <value>`` line per problem (the value unless the field is
+    missing, the problem is the whole object's, or it is hotlap's own check, which names it)."""
     problems = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
+        # hotlap's own checks (value_error) name the value themselves
+        if item["loc"] and item["type"] not in ("missing", "value_error") and not isinstance(item.get("input"), dict):
+            message += f", got {_shown_value(item['input'])}"
         problems.append(f"{path}: {message}")
     return problems
 
@@ -170,7 +189,7 @@ class LidarConfig(BaseModel):
     @classmethod
     def _divides_64(cls, value: int) -> int:
         if value < 1 or 64 % value:
-            raise ValueError("num_sectors must divide 64 (1, 2, 4, 8, 16, 32 or 64)")
+            raise ValueError(f"num_sectors must divide 64 (1, 2, 4, 8, 16, 32 or 64), got {value}")
         return value
 
 
@@ -256,13 +275,17 @@ class ModelMetadata(BaseModel):
     @field_validator("sensor")
     @classmethod
     def _sensor_combination(cls, sensors: list[str]) -> list[str]:
-        problems = [f"unknown sensor {s!r}" for s in sensors if s not in CAMERA_SENSORS + LIDAR_SENSORS]
+        problems = [f"unknown sensor {s!r} (known: {', '.join(SUPPORTED_SENSORS)})"
+                    for s in sensors if s not in CAMERA_SENSORS + LIDAR_SENSORS]
+        problems += [f"sensor {s!r} is listed {sensors.count(s)} times" for s in sorted(set(sensors))
+                     if sensors.count(s) > 1]
         cameras = [s for s in sensors if s in CAMERA_SENSORS]
         lidars = [s for s in sensors if s in LIDAR_SENSORS]
         if len(cameras) != 1:
-            problems.append(f"exactly one camera sensor is required ({', '.join(CAMERA_SENSORS[:3])})")
+            problems.append(f"exactly one camera sensor is required ({', '.join(CAMERA_SENSORS[:3])}), "
+                            f"got {len(cameras)}" + (f": {', '.join(cameras)}" if cameras else ""))
         if len(lidars) > 1:
-            problems.append("at most one lidar sensor is allowed")
+            problems.append(f"at most one lidar sensor is allowed, got {', '.join(lidars)}")
         if "DISCRETIZED_SECTOR_LIDAR" in sensors:
             problems.append("DISCRETIZED_SECTOR_LIDAR is not supported yet (use LIDAR or SECTOR_LIDAR)")
         if problems:
@@ -279,6 +302,10 @@ class ModelMetadata(BaseModel):
             raise ValueError("action_space_type is 'continuous' but action_space is a list of discrete actions")
         if is_list and not self.action_space:
             raise ValueError("action_space: no actions defined")
+        if is_list and len(self.action_space) > MAX_DISCRETE_ACTIONS:
+            raise ValueError(f"action_space: {len(self.action_space)} actions, more than the {MAX_DISCRETE_ACTIONS} "
+                             "hotlap accepts (DeepRacer's console offers up to about 20; each action is one "
+                             "output of the policy network)")
         return self
 
     @classmethod
@@ -533,7 +560,7 @@ class ServiceConfig(BaseModel):
     @classmethod
     def _safe_run_id(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
-            raise ValueError("run id must be 1-64 letters, digits, '_', '.', '-' (it names Redis keys)")
+            raise ValueError(f"run id must be 1-64 letters, digits, '_', '.', '-' (it names Redis keys), got {value!r}")
         return value
 
     @field_validator("redis_url")

@@ -302,7 +302,7 @@ class ModelMetadata(BaseModel):
             raise ValueError("action_space_type is 'continuous' but action_space is a list of discrete actions")
         if is_list and not self.action_space:
             raise ValueError("action_space: no actions defined")
-        if is_list and len(self.action_space) > MAX_DISCRETE_ACTIONS:
+        if isinstance(self.action_space, list) and len(self.action_space) > MAX_DISCRETE_ACTIONS:
             raise ValueError(f"action_space: {len(self.action_space)} actions, more than the {MAX_DISCRETE_ACTIONS} "
                              "hotlap accepts (DeepRacer's console offers up to about 20; each action is one "
                              "output of the policy network)")

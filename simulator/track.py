@@ -32,6 +32,7 @@ import io
 import math
 import os
 import re
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -119,6 +120,9 @@ class Track:
         distinct = len(np.unique(rows[:, 0:2], axis=0))
         if distinct < MIN_DISTINCT_POINTS:
             raise TrackError(f"{where}: needs at least {MIN_DISTINCT_POINTS} distinct centre points, has {distinct}")
+        for label, columns in (("inner border (columns 2-3)", slice(2, 4)),
+                               ("outer border (columns 4-5)", slice(4, 6))):
+            _check_not_self_crossing(rows[:, columns], closed, f"{where}: the {label}")
         return cls(name, rows[:, 0:2].copy(), rows[:, 2:4].copy(), rows[:, 4:6].copy(), closed)
 
     def reversed(self) -> Track:
@@ -398,7 +402,7 @@ def _suggestions(text: str, packaged: Iterable[str]) -> str:
 def _read_npy(handle: IO[bytes], where: str) -> np.ndarray:
     try:
         array = np.load(handle, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # a "PK" start: numpy reads it as .npz
         raise TrackError(f"{where}: not a readable .npy array ({error})") from error
     if not isinstance(array, np.ndarray):
         raise TrackError(f"{where}: expected a single array, got {type(array).__name__}")
@@ -421,6 +425,37 @@ def _validated_rows(array: np.ndarray, where: str) -> np.ndarray:
     if len(rows) < MIN_DISTINCT_POINTS:
         raise TrackError(f"{where}: needs at least {MIN_DISTINCT_POINTS} rows, has {len(rows)}")
     return rows
+
+
+def _check_not_self_crossing(border: np.ndarray, closed: bool, what: str) -> None:
+    """Raise TrackError naming the two crossing segments (their row numbers) if the polyline crosses
+    itself: the road between two such borders is not a strip, so on/off-track and the lidar's walls
+    would be wrong. None of DeepRacer's 127 routes has one (tests/simulator/test_track.py)."""
+    import shapely  # a runtime dependency (pyproject.toml); imported here to keep `import simulator.track` light
+
+    points = border[np.concatenate(([True], np.hypot(*np.diff(border, axis=0).T) > DUPLICATE_EPS))]
+    if len(points) < 3 or shapely.is_simple(shapely.linestrings(points)):
+        return
+    start, end = points[:-1], points[1:]
+    for i in range(len(start)):
+        later = np.arange(i + 2, len(start))
+        if closed and i == 0:
+            later = later[:-1]  # the last segment ends where the first starts
+        hit = _segments_cross(start[i], end[i], start[later], end[later])
+        if hit.any():
+            j = int(later[np.flatnonzero(hit)[0]])
+            raise TrackError(f"{what} crosses itself: its segment from row {i} to {i + 1} crosses the one "
+                             f"from row {j} to {j + 1}, near ({start[i][0]:.3f}, {start[i][1]:.3f})")
+    raise TrackError(f"{what} is not a simple line (it overlaps itself)")  # touching, collinear overlap
+
+
+def _segments_cross(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Whether segment a-b properly crosses or touches each segment c[k]-d[k] (2-D)."""
+    def side(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+        pq, pr = q - p, r - p
+        return np.sign(pq[..., 0] * pr[..., 1] - pq[..., 1] * pr[..., 0])
+
+    return (side(a, b, c) * side(a, b, d) <= 0) & (side(c, d, a) * side(c, d, b) <= 0)
 
 
 def _drop_consecutive_duplicates(rows: np.ndarray, closed: bool) -> np.ndarray:

@@ -355,8 +355,10 @@ class ModelStore:
     def _verified(self, base: str, name: str, manifest: dict[str, Any]) -> bytes:
         data = self.objects.get(f"{base}/{name}")
         expected = manifest.get("files", {}).get(name)
-        if expected != sha256(data):
-            raise StoreError(f"{self.url}: {base}/{name} does not match its manifest sha256")
+        actual = sha256(data)
+        if expected != actual:
+            raise StoreError(f"{self.url}: {base}/{name} does not match its manifest sha256: the file's is "
+                             f"{actual}, {base}/{MANIFEST_FILE} says {expected}")
         return data
 
     def list_versions(self) -> list[int]:

@@ -15,6 +15,7 @@ import re
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
@@ -568,6 +569,23 @@ class ServiceConfig(BaseModel):
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"expected redis://[:password@]host:port/db, got {redact_url(value)!r}")
+        if value.startswith("unix://"):
+            return value
+        parsed = urlparse(value)
+        try:
+            parsed.port  # noqa: B018 - parsing it is the check (not a number, or out of range)
+        except ValueError as e:
+            raise ValueError(f"{e} in {redact_url(value)!r}; expected redis://[:password@]host:port/db") from None
+        if not parsed.hostname or not re.fullmatch(r"/?\d*", parsed.path):
+            raise ValueError(f"expected redis://[:password@]host:port/db (db a number), got {redact_url(value)!r}")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"expected the S3 server as http(s)://host:port, e.g. http://minio:9000, got "
+                             f"{redact_url(value)!r}")
         return value
 
     @field_validator("store_url")
@@ -575,6 +593,8 @@ class ServiceConfig(BaseModel):
     def _store_scheme(cls, value: str) -> str:
         if not value.startswith(("s3://", "file://")) and not value.startswith("/"):
             raise ValueError(f"expected s3://bucket/prefix, file:///path or an absolute path, got {value!r}")
+        if value.startswith("s3://") and not urlparse(value).netloc:
+            raise ValueError(f"expected s3://bucket/prefix, got {value!r}, which names no bucket")
         return value
 
     @classmethod

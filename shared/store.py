@@ -162,11 +162,15 @@ class S3Store:
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" + (f" at {endpoint_url}" if endpoint_url else "")
-        self.client = client or boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}),
-        )
+        try:
+            self.client = client or boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}),
+            )
+        except ValueError as e:  # botocore: "Invalid endpoint: ..."
+            raise StoreError(f"{self.url}: the S3 endpoint {endpoint_url!r} is not a URL; expected "
+                             f"http(s)://host:port, e.g. http://minio:9000 ({e})") from e
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -26,30 +26,31 @@ REPO = Path(__file__).resolve().parents[2]
 
 # case id -> (reward_function.py body, what the message must say besides the file's path)
 REFUSED_AT_SEED: dict[str, tuple[str, list[str]]] = {
-    "syntax": ("def reward_function(params):\n    return params['progress'] +\n",
+    "reward-syntax": ("def reward_function(params):\n    return params['progress'] +\n",
                [":2: syntax error", "return params['progress'] +"]),
-    "missing-function": ("def reward(params):\n    return 1.0\n", ["no function named 'reward_function'"]),
-    "wrong-signature": ("def reward_function(params, speed):\n    return 1.0\n",
+    "reward-missing-function": ("def reward(params):\n    return 1.0\n", ["no function named 'reward_function'"]),
+    "reward-wrong-signature": ("def reward_function(params, speed):\n    return 1.0\n",
                         ["must take exactly one argument", "reward_function(params, speed)"]),
-    "exception": ("def reward_function(params):\n    return params['speedd']\n",
+    "reward-exception": ("def reward_function(params):\n    return params['speedd']\n",
                   [":2 in reward_function: KeyError: 'speedd'", "progress = "]),
-    "not-a-number": ("def reward_function(params):\n    return 'fast'\n",
+    "reward-not-a-number": ("def reward_function(params):\n    return 'fast'\n",
                      ["must return a number (float), got str 'fast'"]),
-    "none": ("def reward_function(params):\n    x = 1.0\n", ["got NoneType None"]),
-    "nan": ("def reward_function(params):\n    return float('nan')\n", ["returned nan (must be finite)"]),
-    "inf": ("def reward_function(params):\n    return 1e308 * 10\n", ["returned inf (must be finite)"]),
-    "huge": ("def reward_function(params):\n    return 1e6\n", ["reward 1000000.0 out of range [-1e5, 1e5]"]),
-    "slow": ("import time\ndef reward_function(params):\n    time.sleep(0.3)\n    return 1.0\n",
+    "reward-none": ("def reward_function(params):\n    x = 1.0\n", ["got NoneType None"]),
+    "reward-nan": ("def reward_function(params):\n    return float('nan')\n", ["returned nan (must be finite)"]),
+    "reward-inf": ("def reward_function(params):\n    return 1e308 * 10\n", ["returned inf (must be finite)"]),
+    "reward-huge": ("def reward_function(params):\n    return 1e6\n", ["reward 1000000.0 out of range [-1e5, 1e5]"]),
+    "reward-slow": ("import time\ndef reward_function(params):\n    time.sleep(0.3)\n    return 1.0\n",
              ["over the 0.05 s limit"]),
-    "sys-exit": ("import sys\ndef reward_function(params):\n    sys.exit(1)\n",
+    "reward-sys-exit": ("import sys\ndef reward_function(params):\n    sys.exit(1)\n",
                  [":3 in reward_function: reward_function called sys.exit(1)"]),
-    "os-exit": ("import os\ndef reward_function(params):\n    os._exit(3)\n",
+    "reward-os-exit": ("import os\ndef reward_function(params):\n    os._exit(3)\n",
                 [":3 in reward_function: reward_function called os._exit(3)"]),
-    "sys-exit-on-load": ("import sys\nsys.exit('bye')\n", [":2: error while loading the file: called sys.exit('bye')"]),
-    "os-exit-on-load": ("import os\nos._exit(2)\n", [":2: error while loading the file: called os._exit(2)"]),
-    "missing-module": ("import racing_line_helpers\n", [":1: error while loading the file: ModuleNotFoundError",
+    "reward-sys-exit-on-load": ("import sys\nsys.exit('bye')\n",
+                                [":2: error while loading the file: called sys.exit('bye')"]),
+    "reward-os-exit-on-load": ("import os\nos._exit(2)\n", [":2: error while loading the file: called os._exit(2)"]),
+    "reward-missing-module": ("import racing_line_helpers\n", [":1: error while loading the file: ModuleNotFoundError",
                                                        "racing_line_helpers"]),
-    "missing-file": ("def reward_function(params):\n    with open('racing_line.csv') as f:\n"
+    "reward-missing-file": ("def reward_function(params):\n    with open('racing_line.csv') as f:\n"
                      "        return float(len(f.read()))\n",
                      [":2 in reward_function: FileNotFoundError", "racing_line.csv"]),
 }
@@ -105,12 +106,14 @@ WORKER_STEP = textwrap.dedent("""
 
 # The second call (the first RUN step is call 1) ends the process or floods it, once seeding passed.
 ON_A_LATER_STEP = {
-    "os-exit-in-a-worker": ("import os\ncalls = 0\ndef reward_function(params):\n    global calls\n    calls += 1\n"
-                            "    if calls == 2:\n        os._exit(0)\n    return 1.0\n",
-                            7, "reward_function.py:7 in reward_function: reward_function called os._exit(0)"),
-    "sys-exit-in-a-worker": ("import sys\ncalls = 0\ndef reward_function(params):\n    global calls\n    calls += 1\n"
-                             "    if calls == 2:\n        sys.exit()\n    return 1.0\n",
-                             7, "reward_function.py:7 in reward_function: reward_function called sys.exit(None)"),
+    "reward-os-exit-in-a-worker": (
+        "import os\ncalls = 0\ndef reward_function(params):\n    global calls\n    calls += 1\n"
+        "    if calls == 2:\n        os._exit(0)\n    return 1.0\n",
+        7, "reward_function.py:7 in reward_function: reward_function called os._exit(0)"),
+    "reward-sys-exit-in-a-worker": (
+        "import sys\ncalls = 0\ndef reward_function(params):\n    global calls\n    calls += 1\n"
+        "    if calls == 2:\n        sys.exit()\n    return 1.0\n",
+        7, "reward_function.py:7 in reward_function: reward_function called sys.exit(None)"),
 }
 
 

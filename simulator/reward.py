@@ -18,6 +18,11 @@ and a call slower than the limit raises afterwards. A function that never return
 by :func:`hang_guard`, one interval timer around a whole env step (no per-call thread or signal,
 to keep the hot path cheap).
 
+Ending the process: ``sys.exit`` and ``os._exit`` in the user's code (at load or in a call) become a
+:class:`RewardFunctionError` naming the line, so the run fails with its reason instead of a process
+that vanishes (no log flush, no status, no tickets handed back). Output: what one call (or the
+file's loading) prints passes up to :data:`PRINT_LIMIT_BYTES`; the rest is dropped with one warning.
+
 Params: the caller (the env) builds a fresh dict for every call whose only mutable values
 are fresh lists (tuples inside), which is what DeepRacer's deep copy guarantees, so this
 module does not copy again.

@@ -21,7 +21,7 @@ from pathlib import Path
 from hotlap.progress import ProgressDisplay, format_metrics
 from hotlap.redis_server import redis_server
 from hotlap.seed import seed_store
-from shared.config import redact_url
+from shared.config import ServiceConfig, redact_url
 from shared.run_files import RunFiles
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport, TransportError
@@ -94,10 +94,20 @@ def _iteration_metrics(transport: RunTransport, episodes_per_iteration: int) -> 
     }
 
 
+def _check_service_settings(run: LocalRun) -> None:
+    """The settings the services will get, checked as they check them (a bad --redis-url would
+    otherwise be a redis-py traceback, or a service's error after Redis and the seed started)."""
+    values = {"HOTLAP_RUN_ID": run.run_id, "HOTLAP_STORE_URL": run.store_url,
+              "HOTLAP_S3_ENDPOINT_URL": run.s3_endpoint_url or "", "HOTLAP_REDIS_URL": run.redis_url or ""}
+    ServiceConfig.from_env(values, source="hotlap train settings (--run-id, --store, --s3-endpoint-url, --redis-url)")
+
+
 def train_locally(run: LocalRun, files: RunFiles) -> int:
     """Returns 0 when the run finished and the trainer and every worker exited 0; 1 otherwise
     (a failed run too: its processes exit 0, see docs/architecture.md "Failure is visible").
-    Raises SeedError when the store holds a run with other files and `run.overwrite` is off."""
+    Raises SeedError when the store holds a run with other files and `run.overwrite` is off, and
+    ConfigError naming every bad run id, store, endpoint or Redis URL before anything starts."""
+    _check_service_settings(run)
     store = ModelStore(open_store(run.store_url, run.s3_endpoint_url))
     seeded = seed_store(store, files, overwrite=run.overwrite)
     if seeded.outcome != "new":

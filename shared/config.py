@@ -598,13 +598,16 @@ class ServiceConfig(BaseModel):
         return value
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Any:
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 source: str = "environment (HOTLAP_* variables)") -> Any:
+        """The config from HOTLAP_* variables (``environ``, default the process's). Raises
+        :class:`ConfigError` naming ``source`` and every bad variable with its value."""
         env = dict(os.environ if environ is None else environ)
         try:
             # An empty value (`HOTLAP_X=` in .env) means unset.
             return cls.model_validate({k: v for k, v in env.items() if k.startswith("HOTLAP_") and v != ""})
         except ValidationError as e:
-            raise ConfigError("environment (HOTLAP_* variables)", _problems_from(e)) from e
+            raise ConfigError(source, _problems_from(e)) from e
 
 
 def default_worker_name() -> str:

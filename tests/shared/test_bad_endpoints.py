@@ -1,5 +1,5 @@
 """Wrong server settings, one case each, as the processes a racer starts (`python -m trainer`,
-`python -m simulator`, `hotlap seed`, `hotlap train`): each exits non-zero within the give-up time
+`python -m simulator`, `hotlap train`, `hotlap evaluate`): each exits non-zero within the give-up time
 with one message naming the variable or the server and the bad value, passwords hidden, and no
 traceback. Wrong credentials, a missing bucket, a wrong Redis password and Redis gone mid-run are
 tests/e2e/test_server_errors.py (slow); docs/troubleshooting.md lists every case id.
@@ -43,10 +43,15 @@ ENDPOINT_CASES: dict[str, tuple[list[str], dict[str, str], str]] = {
                                                            "HOTLAP_S3_ENDPOINT_URL": "minio:9000"},
                                        "HOTLAP_S3_ENDPOINT_URL: expected the S3 server as http(s)://host:port, "
                                        "e.g. http://minio:9000, got 'minio:9000'"),
-    "endpoint-seed-s3-endpoint-not-a-url": (["-m", "hotlap", "train", "--store", "s3://models/run",
-                                             "--s3-endpoint-url", "minio:9000", "--max-iterations", "1"], {},
-                                            "s3://models/run at minio:9000: the S3 endpoint 'minio:9000' is not a "
-                                            "URL; expected http(s)://host:port"),
+    "endpoint-evaluate-s3-endpoint-not-a-url": (["-m", "hotlap", "evaluate", "s3://models/run",
+                                                 "--s3-endpoint-url", "minio:9000"], {},
+                                                "hotlap evaluate: s3://models/run at minio:9000: the S3 endpoint "
+                                                "'minio:9000' is not a URL; expected http(s)://host:port"),
+    "endpoint-train-redis-url": (["-m", "hotlap", "train", "--redis-url", f"http://:{SECRET}@redis:6379",
+                                  "--max-iterations", "1"], {},
+                                 "hotlap train settings (--run-id, --store, --s3-endpoint-url, --redis-url) is "
+                                 "invalid (1 problem(s)):\n  - HOTLAP_REDIS_URL: expected "
+                                 "redis://[:password@]host:port/db, got 'http://***@redis:6379'"),
     "endpoint-s3-unreachable": (["-m", "trainer"], {"HOTLAP_STORE_URL": "s3://models/run",
                                                     "HOTLAP_S3_ENDPOINT_URL": "http://127.0.0.1:{port}", **GIVE_UP},
                                 "s3://models/run at http://127.0.0.1:{port}: cannot read ip/run.json: Could not "

@@ -89,6 +89,7 @@ def _iteration_metrics(transport: RunTransport, episodes_per_iteration: int) -> 
         "reward": float(progress["mean_reward"]),
         "progress %": float(progress["mean_progress"]),
         "laps": f"{float(progress['laps_completed']):.0f}/{episodes_per_iteration}",
+        **_kl(progress),
         **evaluation,
         **live,
     }
@@ -100,6 +101,16 @@ def _check_service_settings(run: LocalRun) -> None:
     values = {"HOTLAP_RUN_ID": run.run_id, "HOTLAP_STORE_URL": run.store_url,
               "HOTLAP_S3_ENDPOINT_URL": run.s3_endpoint_url or "", "HOTLAP_REDIS_URL": run.redis_url or ""}
     ServiceConfig.from_env(values, source="hotlap train settings (--run-id, --store, --s3-endpoint-url, --redis-url)")
+
+
+def _kl(progress: dict[str, str]) -> dict[str, float | str]:
+    """The last update's KL (max of its epoch means) and its epochs, `*` when it stopped early
+    (hyperparameters.json hotlap_target_kl); nothing from a trainer that does not report them."""
+    if "approx_kl_max" not in progress:
+        return {}
+    stopped = "*" if float(progress.get("stopped_early", 0)) else ""
+    return {"kl max": f"{float(progress['approx_kl_max']):.3f}",
+            "epochs": f"{float(progress.get('epochs', 0)):.0f}{stopped}"}
 
 
 def train_locally(run: LocalRun, files: RunFiles) -> int:

@@ -397,10 +397,18 @@ present in the file wins, a missing key gets this value — on DeepRacer and in 
 OTHER_DEEPRACER_KEYS: dict[str, Any] = {"sac_alpha": 0.2, "max_sample_count": 0, "sampling_frequency": 1}
 """Keys DeepRacer reads for SAC or its optional sample collector: accepted, no effect in hotlap."""
 
-HOTLAP_EXTENSION_DEFAULTS: dict[str, Any] = {"hotlap_shared_trunk": False}
+HOTLAP_EXTENSION_DEFAULTS: dict[str, Any] = {"hotlap_shared_trunk": False, "hotlap_target_kl": 0.05}
 """hotlap's own hyperparameters.json keys (DeepRacer ignores unknown keys, so a file carrying them
 still runs there). ``hotlap_shared_trunk``: one embedder+middleware shared by the policy and value
-heads instead of DeepRacer's two separate networks (faster, not DeepRacer's; shared/networks.py)."""
+heads instead of DeepRacer's two separate networks (faster, not DeepRacer's; shared/networks.py).
+``hotlap_target_kl``: the PPO update's early stop (trainer/ppo.py): an iteration takes no more
+minibatch steps once the approximate KL to the behaviour policy exceeds KL_STOP_FACTOR x this; null
+switches it off for DeepRacer's exact algorithm, which has no such stop (deepracer-formats.md §3.1).
+The default and its measurement: docs/hyperparameters.md "hotlap_target_kl"."""
+
+KL_STOP_FACTOR = 1.5
+"""The early stop fires at this multiple of ``hotlap_target_kl``, as Stable-Baselines3's PPO and
+OpenAI Spinning Up's PPO do (the target is the KL an update aims for, the stop a margin above it)."""
 
 _D = DEEPRACER_HYPERPARAMETER_DEFAULTS
 
@@ -429,6 +437,7 @@ class Hyperparameters(BaseModel):
     max_sample_count: int = Field(OTHER_DEEPRACER_KEYS["max_sample_count"], ge=0)
     sampling_frequency: int = Field(OTHER_DEEPRACER_KEYS["sampling_frequency"], ge=1)
     hotlap_shared_trunk: bool = HOTLAP_EXTENSION_DEFAULTS["hotlap_shared_trunk"]
+    hotlap_target_kl: float | None = Field(HOTLAP_EXTENSION_DEFAULTS["hotlap_target_kl"], gt=0.0, le=10.0)
 
     @field_validator("exploration_type", "loss_type", mode="before")
     @classmethod

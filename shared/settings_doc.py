@@ -96,6 +96,9 @@ DESCRIPTIONS: dict[str, str] = {
     "sampling_frequency": "DeepRacer's SAC replay setting (accepted, not used)",
     "hotlap_shared_trunk": "hotlap's own key: one network trunk shared by the policy and value heads instead of "
                            "DeepRacer's two separate networks (faster; not DeepRacer's)",
+    "hotlap_target_kl": "hotlap's own key: the PPO update stops taking minibatch steps once the approximate KL "
+                        "to the behaviour policy exceeds 1.5 x this (a safeguard against an update that blows "
+                        "through PPO's trust region); null: off, every epoch runs, DeepRacer's exact algorithm",
     # ------------------------------------------------------------ model_metadata.json (ModelMetadata)
     "action_space": "discrete: a list of {steering_angle, speed}; continuous: {steering_angle: {low, high}, "
                     "speed: {low, high}} (degrees, m/s)",

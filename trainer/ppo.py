@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.config import DEEPRACER_HYPERPARAMETER_DEFAULTS as HP_DEFAULTS
+from shared.config import HOTLAP_EXTENSION_DEFAULTS, KL_STOP_FACTOR
 from shared.networks import PolicyNetwork
 
 _LOSSES: dict[str, Literal["huber", "mse"]] = {"huber": "huber", "mean squared error": "mse"}
@@ -79,29 +80,29 @@ class PPOSettings:
     # value-loss gradient never shrinks the policy's step: the two networks train independently.
     max_grad_norm: float | None = None
     normalize_advantages: bool = True
+    # hotlap's safeguard, not DeepRacer's (hyperparameters.json ``hotlap_target_kl``; None: off, DeepRacer's
+    # exact algorithm): the update stops taking minibatch steps once the approximate KL between the
+    # behaviour policy and the policy being trained exceeds KL_STOP_FACTOR x target_kl.
+    target_kl: float | None = HOTLAP_EXTENSION_DEFAULTS["hotlap_target_kl"]
 
     def __post_init__(self) -> None:
-        problems = []
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.discount <= 1.0:
-            problems.append(f"discount must be in [0, 1], got {self.discount}")
-        if not 0.0 <= self.gae_lambda <= 1.0:
-            problems.append(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
-        if not self.clip_epsilon > 0:
-            problems.append(f"clip_epsilon must be > 0, got {self.clip_epsilon}")
-        if self.num_epochs < 1:
-            problems.append(f"num_epochs must be >= 1, got {self.num_epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.entropy_coef >= 0:
-            problems.append(f"entropy_coef must be >= 0, got {self.entropy_coef}")
-        if self.value_loss not in ("huber", "mse"):
-            problems.append(f"value_loss must be 'huber' or 'mse', got {self.value_loss!r}")
-        if not self.value_coef >= 0:
-            problems.append(f"value_coef must be >= 0, got {self.value_coef}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            problems.append(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        checks = [
+            (self.learning_rate > 0 and math.isfinite(self.learning_rate),
+             f"learning_rate must be > 0, got {self.learning_rate}"),
+            (0.0 <= self.discount <= 1.0, f"discount must be in [0, 1], got {self.discount}"),
+            (0.0 <= self.gae_lambda <= 1.0, f"gae_lambda must be in [0, 1], got {self.gae_lambda}"),
+            (self.clip_epsilon > 0, f"clip_epsilon must be > 0, got {self.clip_epsilon}"),
+            (self.num_epochs >= 1, f"num_epochs must be >= 1, got {self.num_epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.entropy_coef >= 0, f"entropy_coef must be >= 0, got {self.entropy_coef}"),
+            (self.value_loss in ("huber", "mse"), f"value_loss must be 'huber' or 'mse', got {self.value_loss!r}"),
+            (self.value_coef >= 0, f"value_coef must be >= 0, got {self.value_coef}"),
+            (self.max_grad_norm is None or self.max_grad_norm > 0,
+             f"max_grad_norm must be > 0, got {self.max_grad_norm}"),
+            (self.target_kl is None or (self.target_kl > 0 and math.isfinite(self.target_kl)),
+             f"target_kl must be > 0 or None (off), got {self.target_kl}"),
+        ]
+        problems = [message for ok, message in checks if not ok]
         if problems:
             raise ValueError("invalid PPO settings: " + "; ".join(problems))
 
@@ -111,10 +112,13 @@ class PPOSettings:
 
         A missing key takes DeepRacer's code default from the one table
         (``shared.config.DEEPRACER_HYPERPARAMETER_DEFAULTS``): for ``loss_type`` that is
-        "mean squared error", not the "huber" of DRfC's template file.
+        "mean squared error", not the "huber" of DRfC's template file. hotlap's own keys
+        (``hotlap_target_kl``) default from ``shared.config.HOTLAP_EXTENSION_DEFAULTS``.
         """
         def get(key: str) -> Any:
             return hp.get(key, HP_DEFAULTS[key])
+
+        target_kl = hp.get("hotlap_target_kl", HOTLAP_EXTENSION_DEFAULTS["hotlap_target_kl"])
 
         loss_type = str(get("loss_type")).strip().lower()
         if loss_type not in _LOSSES:
@@ -126,6 +130,7 @@ class PPOSettings:
             batch_size=int(get("batch_size")),
             entropy_coef=float(get("beta_entropy")),
             value_loss=_LOSSES[loss_type],
+            target_kl=None if target_kl is None else float(target_kl),
         )
 
 
@@ -228,8 +233,20 @@ def ppo_update(
 ) -> dict[str, float]:
     """One PPO iteration on a batch of episodes. ``policy`` must already live on ``device``.
 
-    ``on_epoch(epoch, metrics)``, if given, is called after every epoch with that epoch's means
-    (for DeepRacer's per-epoch "Policy training>" log line). Returns means over all minibatches.
+    ``on_epoch(epoch, metrics)``, if given, is called after every epoch that took at least one
+    minibatch step, with that epoch's means (for DeepRacer's per-epoch "Policy training>" log line).
+
+    With ``settings.target_kl`` set (hotlap's default), the update stops early — no more minibatch
+    steps in this epoch or the next ones — when a minibatch's approximate KL between the behaviour
+    policy and the policy being trained exceeds ``KL_STOP_FACTOR`` (1.5) x ``target_kl``, checked
+    before that minibatch's step (Stable-Baselines3's ``target_kl``; Spinning Up's PPO). The first
+    minibatch step always happens, so even stale (async) experience moves the policy. With
+    ``target_kl`` None every epoch runs, as DeepRacer's clipped PPO does.
+
+    Returns means over the minibatch steps taken, plus ``approx_kl_max`` (the largest epoch-mean
+    KL, or the KL of the minibatch that stopped the update if larger), ``epochs`` (epochs that took a
+    step), ``stopped_early`` (1.0 or 0.0) and ``minibatches`` (optimizer steps taken).
+    Raises ValueError for malformed episodes, FloatingPointError for a non-finite loss.
     """
     if not episodes:
         raise ValueError("ppo_update needs at least one episode")
@@ -260,12 +277,14 @@ def ppo_update(
     # Optimizing the policy and value network
     mb_size = minibatch_size(num_steps, settings.batch_size)
     num_minibatches = num_steps // mb_size  # full minibatches only; the shuffle decides who sits out
-    value_loss_fn = F.huber_loss if settings.value_loss == "huber" else F.mse_loss
     param_groups = _gradient_groups(policy)
-    totals: dict[str, float] = {}
+    kl_limit = math.inf if settings.target_kl is None else KL_STOP_FACTOR * settings.target_kl
+    totals: dict[str, float] = dict.fromkeys(_LOSS_KEYS, 0.0)
+    steps_taken, epochs_run, kl_max, stopped = 0, 0, 0.0, False
     for epoch in range(settings.num_epochs):
         b_inds = torch.randperm(num_steps).to(device)
         epoch_sums = dict.fromkeys(_LOSS_KEYS, 0.0)
+        epoch_steps = 0
         for start in range(0, num_minibatches * mb_size, mb_size):
             mb_inds = b_inds[start : start + mb_size]
             mb_obs = {k: v[mb_inds] for k, v in b_obs.items()}
@@ -277,29 +296,21 @@ def ppo_update(
                 # http://joschu.net/blog/kl-approx.html
                 approx_kl = ((ratio - 1) - logratio).mean()
                 clip_fraction = ((ratio - 1.0).abs() > settings.clip_epsilon).float().mean()
+            if steps_taken > 0 and approx_kl.item() > kl_limit:
+                # the policy left the trust region: no more steps this iteration; the KL that
+                # stopped it is the largest this update reached, so it is the one reported
+                stopped, kl_max = True, max(kl_max, approx_kl.item())
+                break
 
-            # Policy loss (clipped surrogate)
-            mb_advantages = b_advantages[mb_inds]
-            pg_loss1 = -mb_advantages * ratio
-            clipped_ratio = torch.clamp(ratio, 1 - settings.clip_epsilon, 1 + settings.clip_epsilon)
-            pg_loss2 = -mb_advantages * clipped_ratio
-            pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-            # Value loss
-            v_loss = value_loss_fn(newvalue, b_returns[mb_inds])
-
-            entropy_loss = entropy.mean()
-            loss = pg_loss - settings.entropy_coef * entropy_loss + settings.value_coef * v_loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite PPO loss in epoch {epoch} (policy {pg_loss.item()}, value {v_loss.item()}, "
-                    f"entropy {entropy_loss.item()}); the optimizer step was skipped"
-                )
+            pg_loss, v_loss, entropy_loss, loss, clipped_ratio = _losses(
+                settings, ratio, entropy, newvalue, b_advantages[mb_inds], b_returns[mb_inds], epoch)
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = _gradient_norm(param_groups, settings.max_grad_norm)
             optimizer.step()
+            steps_taken += 1
+            epoch_steps += 1
 
             for key, value in zip(
                 _LOSS_KEYS,
@@ -309,20 +320,63 @@ def ppo_update(
             ):
                 epoch_sums[key] += float(value.item())
 
-        epoch_means = {k: v / num_minibatches for k, v in epoch_sums.items()}
-        for k, v in epoch_sums.items():
-            totals[k] = totals.get(k, 0.0) + v
-        if on_epoch is not None:
-            on_epoch(epoch, epoch_means | {"learning_rate": optimizer.param_groups[0]["lr"]})
+        if epoch_steps:
+            epochs_run += 1
+            epoch_means = {k: v / epoch_steps for k, v in epoch_sums.items()}
+            kl_max = max(kl_max, epoch_means["approx_kl"])
+            for k, v in epoch_sums.items():
+                totals[k] += v
+            if on_epoch is not None:
+                on_epoch(epoch, epoch_means | {"learning_rate": optimizer.param_groups[0]["lr"]})
+        if stopped:
+            break
 
     # metrics for logging
-    metrics = {k: v / (num_minibatches * settings.num_epochs) for k, v in totals.items()}
+    metrics = {k: v / steps_taken for k, v in totals.items()}
+    metrics["approx_kl_max"] = kl_max
+    metrics["epochs"] = float(epochs_run)
+    metrics["stopped_early"] = float(stopped)
+    metrics["minibatches"] = float(steps_taken)
     metrics["explained_variance"] = explained_variance(b_values_np, b_returns_np)
     metrics["learning_rate"] = float(optimizer.param_groups[0]["lr"])
     metrics["num_steps"] = float(num_steps)
     metrics["num_episodes"] = float(len(episodes))
     metrics["minibatch_size"] = float(mb_size)
     return metrics
+
+
+def _losses(settings: PPOSettings, ratio: torch.Tensor, entropy: torch.Tensor, newvalue: torch.Tensor,
+            advantages: torch.Tensor, returns: torch.Tensor, epoch: int) -> tuple[torch.Tensor, ...]:
+    """One minibatch's (policy loss, value loss, entropy, total loss, clipped ratio), each (B,) input.
+    Raises FloatingPointError for a non-finite total loss (the caller then takes no step)."""
+    # Policy loss (clipped surrogate)
+    pg_loss1 = -advantages * ratio
+    clipped_ratio = torch.clamp(ratio, 1 - settings.clip_epsilon, 1 + settings.clip_epsilon)
+    pg_loss2 = -advantages * clipped_ratio
+    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+    # Value loss
+    value_loss_fn = F.huber_loss if settings.value_loss == "huber" else F.mse_loss
+    v_loss = value_loss_fn(newvalue, returns)
+
+    entropy_loss = entropy.mean()
+    loss = pg_loss - settings.entropy_coef * entropy_loss + settings.value_coef * v_loss
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite PPO loss in epoch {epoch} (policy {pg_loss.item()}, value {v_loss.item()}, "
+            f"entropy {entropy_loss.item()}); the optimizer step was skipped"
+        )
+    return pg_loss, v_loss, entropy_loss, loss, clipped_ratio
+
+
+def kl_summary(metrics: Mapping[str, float], settings: PPOSettings) -> str:
+    """The update's KL for a log line: ``kl mean 0.0123 max 0.0310, epochs 4/10 (stopped early at
+    kl > 0.03)``, from ppo_update's metrics (nats)."""
+    text = (f"kl mean {metrics.get('approx_kl', 0.0):.4f} max {metrics.get('approx_kl_max', 0.0):.4f}, "
+            f"epochs {metrics.get('epochs', 0.0):.0f}/{settings.num_epochs}")
+    if metrics.get("stopped_early") and settings.target_kl is not None:
+        text += f" (stopped early at kl > {KL_STOP_FACTOR * settings.target_kl:.4g})"
+    return text
 
 
 def _gradient_groups(policy: PolicyNetwork) -> list[list[torch.nn.Parameter]]:

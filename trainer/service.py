@@ -60,7 +60,7 @@ from shared.transport import RunTransport, TransportError
 from trainer.coach_log import CoachLog
 from trainer.intake import Verdict, experience_spec, screen
 from trainer.lease import LeaseError, TrainerLease
-from trainer.ppo import PPOSettings, make_optimizer, ppo_update
+from trainer.ppo import PPOSettings, kl_summary, make_optimizer, ppo_update
 from trainer.tensorboard import TensorBoardLog
 
 log = logging.getLogger("hotlap.trainer")
@@ -526,10 +526,10 @@ class TrainerService(ServiceLoop):
         }
         self.retrying("writing progress", self.transport.set_progress, progress)
         log.info("iteration %d/%d: %d episodes, %d steps, reward %.2f, progress %.1f%%, laps %d, "
-                 "policy loss %.4f, value loss %.4f, entropy %.3f, kl %.4f, collected in %.1fs, trained in %.1fs",
+                 "policy loss %.4f, value loss %.4f, entropy %.3f, %s, collected in %.1fs, trained in %.1fs",
                  version + 1, self.max_iterations, len(batch.episodes), batch.num_steps, stats["mean_reward"],
                  stats["mean_progress"], stats["laps_completed"], stats.get("policy_loss", 0.0),
-                 stats.get("value_loss", 0.0), stats.get("entropy", 0.0), stats.get("approx_kl", 0.0),
+                 stats.get("value_loss", 0.0), stats.get("entropy", 0.0), kl_summary(stats, self.settings),
                  stats.get("collect_seconds", 0.0), stats["train_seconds"])
 
     def _finish(self) -> None:

@@ -12,6 +12,8 @@ environment steps the trainer has consumed so far, as in CleanRL's `global_step`
 | `charts/learning_rate`, `charts/SPS` | the optimizer's learning rate; environment steps per second |
 | `losses/policy_loss`, `losses/value_loss`, `losses/entropy` | PPO's update means (trainer.ppo.ppo_update) |
 | `losses/approx_kl`, `losses/clipfrac` | the same, of the KL estimate and the clipped fraction |
+| `losses/approx_kl_max` | the largest epoch-mean KL of the update (the trust region's check) |
+| `losses/epochs`, `losses/stopped_early` | epochs the update ran; 1 when `hotlap_target_kl` stopped it early |
 | `losses/explained_variance` | of the value function on the batch |
 """
 
@@ -33,6 +35,9 @@ UPDATE_SCALARS = {
     "losses/value_loss": "value_loss",
     "losses/entropy": "entropy",
     "losses/approx_kl": "approx_kl",
+    "losses/approx_kl_max": "approx_kl_max",
+    "losses/epochs": "epochs",
+    "losses/stopped_early": "stopped_early",
     "losses/clipfrac": "clip_fraction",
     "losses/explained_variance": "explained_variance",
     "charts/learning_rate": "learning_rate",

@@ -64,3 +64,19 @@ def test_scale_bench(tmp_path: Path):
         assert_positive(row, ["sent_msgs_per_s", "consumed_msgs_per_s", "into_redis_mb_per_s", "add_p50_ms",
                               "add_p99_ms", "redis_used_memory_peak_mib"])
     assert result["summary"]["closed_loop_max_msgs_per_s"] > 0
+
+
+def test_trainer_bench(tmp_path: Path):
+    result = run_bench("trainer", tmp_path, "--network", "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW", "--steps", "64",
+                       "--epochs", "1", "--repeats", "1", "--matmul-size", "128", "--matmul-seconds", "0.2",
+                       "--options", "--trunk", "both")
+    assert [(r["network"], r["trunk"]) for r in result["rows"]] == [("SHALLOW", "separate"), ("SHALLOW", "shared")]
+    for row in result["rows"]:
+        assert_positive(row, ["trainer_samples_per_s", "bare_samples_per_s", "train_gflop_per_sample",
+                              "trainer_fraction_of_matmul", "bare_fraction_of_matmul"])
+        assert math.isfinite(row["overhead_pct"])
+    assert result["rows"][1]["train_gflop_per_sample"] < result["rows"][0]["train_gflop_per_sample"]  # one trunk
+    assert_positive(result["summary"], ["matmul_gflops"])
+    assert [o["option"] for o in result["summary"]["options"]] == ["threads=1", "channels_last", "compile"]
+    for option in result["summary"]["options"]:
+        assert_positive(option, ["samples_per_s_without", "samples_per_s_with", "speedup"])

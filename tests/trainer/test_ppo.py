@@ -402,3 +402,73 @@ def test_bad_episodes_are_rejected() -> None:
         with pytest.raises(ValueError, match=message):
             ppo_update(policy, optimizer, [Episode(**(good | change))], settings, CPU)
     _is_episode_data(Episode(**good))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# KL early stop (hyperparameters.json hotlap_target_kl; not DeepRacer's)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def blow_up_update(target_kl: float | None, learning_rate: float = 1.0) -> tuple[dict[str, float], list[int], int]:
+    """One update, by default with a learning rate 3,000x DeepRacer's, on 128 one-step episodes
+    (8 minibatches x 10 epochs): (metrics, the epochs on_epoch saw, the optimizer's steps)."""
+    obs = np.random.default_rng(0).uniform(0, 1, (128, 8)).astype(np.float32)
+    policy = lidar_policy(THREE, seed=5)
+    torch.manual_seed(1)
+    episodes = one_step_episodes(policy, obs, lambda a, _: (a == 2).astype(np.float32))
+    settings = PPOSettings(num_epochs=10, batch_size=16, learning_rate=learning_rate, target_kl=target_kl)
+    optimizer = make_optimizer(policy, settings)
+    epochs: list[int] = []
+    torch.manual_seed(2)
+    metrics = ppo_update(policy, optimizer, episodes, settings, CPU, on_epoch=functools.partial(record, epochs))
+    return metrics, epochs, int(optimizer.state[policy.value_head.weight]["step"])
+
+
+def test_a_huge_learning_rate_stops_the_update_early_and_says_so() -> None:
+    metrics, epochs, steps = blow_up_update(target_kl=0.01)
+    assert metrics["stopped_early"] == 1.0
+    assert 1 <= metrics["minibatches"] < 80 and steps == metrics["minibatches"]  # no step after the stop
+    assert metrics["epochs"] < 10 and epochs == list(range(int(metrics["epochs"])))  # one line per epoch that ran
+    # the KL that stopped it is reported: above the limit, never hidden by the means of the steps before it
+    assert metrics["approx_kl_max"] > 1.5 * 0.01 and metrics["approx_kl_max"] >= metrics["approx_kl"]
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_with_target_kl_off_every_epoch_runs_as_deepracer_does() -> None:
+    metrics, epochs, steps = blow_up_update(target_kl=None)
+    assert metrics["stopped_early"] == 0.0 and metrics["epochs"] == 10 and epochs == list(range(10))
+    assert metrics["minibatches"] == 80 and steps == 80
+    assert metrics["approx_kl_max"] > 1.5 * 0.01  # the update the safeguard stops does leave the trust region
+
+
+def test_the_kl_stop_never_fires_below_its_limit_and_always_takes_a_first_step() -> None:
+    quiet, _, _ = blow_up_update(target_kl=0.02, learning_rate=3e-5)  # a gentle update stays inside
+    assert quiet["approx_kl_max"] < 1.5 * 0.02
+    assert quiet["stopped_early"] == 0.0 and quiet["minibatches"] == 80
+    obs = np.random.default_rng(0).uniform(0, 1, (32, 8)).astype(np.float32)
+    policy = lidar_policy(THREE, seed=5)
+    episodes = one_step_episodes(policy, obs, lambda a, _: (a == 2).astype(np.float32))
+    # stale behaviour numbers (async schedule): the KL is above the limit before any step
+    stale = [dataclasses.replace(e, log_probs=e.log_probs - 1.0) for e in episodes]
+    settings = PPOSettings(num_epochs=3, batch_size=16, target_kl=0.01)
+    metrics = ppo_update(policy, make_optimizer(policy, settings), stale, settings, CPU)
+    assert metrics["minibatches"] == 1 and metrics["epochs"] == 1 and metrics["stopped_early"] == 1.0
+
+
+def test_target_kl_comes_from_hyperparameters_and_is_validated() -> None:
+    assert PPOSettings.from_hyperparameters({}).target_kl == 0.05  # hotlap's default: the safeguard is on
+    assert PPOSettings.from_hyperparameters({"hotlap_target_kl": None}).target_kl is None  # DeepRacer-exact
+    assert PPOSettings.from_hyperparameters(Hyperparameters.parse('{"hotlap_target_kl": 0.03}').model_dump()
+                                            ).target_kl == 0.03
+    with pytest.raises(ValueError, match="target_kl must be > 0"):
+        PPOSettings(target_kl=0.0)
+
+
+def test_kl_summary_names_the_epochs_and_the_stop() -> None:
+    from trainer.ppo import kl_summary
+
+    settings = PPOSettings(target_kl=0.02)
+    stopped = {"approx_kl": 0.01234, "approx_kl_max": 0.0456, "epochs": 4.0, "stopped_early": 1.0}
+    assert kl_summary(stopped, settings) == "kl mean 0.0123 max 0.0456, epochs 4/10 (stopped early at kl > 0.03)"
+    assert kl_summary({**stopped, "epochs": 10.0, "stopped_early": 0.0}, settings) == \
+        "kl mean 0.0123 max 0.0456, epochs 10/10"

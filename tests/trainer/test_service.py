@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hotlap.seed import seed_store
 from shared.config import Hyperparameters, ModelMetadata, RunSettings, TrainerConfig
@@ -97,3 +100,43 @@ def test_a_trainer_stopped_while_awaiting_evaluation_publishes_its_trained_updat
     assert result == [0]
     assert store.latest_version() == 1
     assert not store.is_done()  # stopped, not finished: a restart resumes from version 1
+
+
+def test_each_iteration_s_kl_reaches_the_log_the_progress_line_the_manifest_and_tensorboard(
+    tmp_path: Path, redis_url: str, run_id: str, transport: RunTransport, caplog: pytest.LogCaptureFixture
+):
+    """An update that blows through the trust region (learning rate 0.5) is stopped by
+    hotlap_target_kl, and its KL, epochs and the stop are in every place a racer looks."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hotlap.local import _iteration_metrics
+
+    files = run_files(episodes=3)
+    files = dataclasses.replace(files, hyperparameters=files.hyperparameters.model_copy(
+        update={"lr": 0.5, "num_epochs": 5, "hotlap_target_kl": 0.001}),
+        settings=files.settings.model_copy(update={"min_eval_trials": 0}))  # no worker 0 to wait for
+    store = ModelStore(open_store(f"file://{tmp_path / 'run'}"))
+    transport = transport.for_run(seed_store(store, files).nonce)
+    for episode in range(3):
+        transport.push_experience(camera_episode(run_id, episode, steps=16))
+    config = TrainerConfig(HOTLAP_RUN_ID=run_id, HOTLAP_REDIS_URL=redis_url, HOTLAP_DEVICE="cpu",
+                           HOTLAP_STORE_URL=f"file://{tmp_path / 'run'}", HOTLAP_TENSORBOARD_DIR=str(tmp_path / "tb"))
+
+    with caplog.at_level(logging.INFO, logger="hotlap.trainer"):
+        assert TrainerService(config, transport, store).run() == 0
+
+    stats = store.load_version(1).manifest["training_stats"]
+    assert stats["stopped_early"] == 1.0 and 1 <= stats["epochs"] < 5 and stats["approx_kl_max"] > 0.0015
+    progress = transport.progress()
+    for key in ("approx_kl", "approx_kl_max", "epochs", "stopped_early"):
+        assert float(progress[key]) == round(stats[key], 5)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("iteration 1/1"))
+    assert f"kl mean {stats['approx_kl']:.4f} max {stats['approx_kl_max']:.4f}, epochs {stats['epochs']:.0f}/5 " \
+           "(stopped early at kl > 0.0015)" in line
+    _, shown = _iteration_metrics(transport, 3)
+    assert shown["kl max"] == f"{stats['approx_kl_max']:.3f}" and shown["epochs"] == f"{stats['epochs']:.0f}*"
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    for tag, key in (("losses/approx_kl", "approx_kl"), ("losses/approx_kl_max", "approx_kl_max"),
+                     ("losses/epochs", "epochs"), ("losses/stopped_early", "stopped_early")):
+        assert [e.value for e in events.Scalars(tag)] == pytest.approx([stats[key]], rel=1e-6), tag

@@ -80,3 +80,30 @@ def test_trainer_bench(tmp_path: Path):
     assert [o["option"] for o in result["summary"]["options"]] == ["threads=1", "channels_last", "compile"]
     for option in result["summary"]["options"]:
         assert_positive(option, ["samples_per_s_without", "samples_per_s_with", "speedup"])
+
+
+def test_learn_bench_stops_at_its_budget_and_evaluates_every_version(tmp_path: Path):
+    """bench/learn.py end to end with a tiny budget: `hotlap train` with the waypoint-heading reward,
+    stopped by --budget-s, then every version's three greedy trials, the JSON and the PNG."""
+    out, png = tmp_path / "learn.json", tmp_path / "learn.png"
+    subprocess.run([sys.executable, str(REPO / "bench" / "learn.py"), "--rewards", "heading", "--workers", "1",
+                    "--iterations", "1000", "--budget-s", "60", "--eval-max-steps", "30", "--json", str(out),
+                    "--png", str(png), "--runs-dir", str(tmp_path / "runs"), "--generalise", "Oval_track", "--",
+                    "--episodes-per-iteration", "2", "--max-steps", "20", "--min-eval-trials", "0"],
+                   cwd=tmp_path, check=True, timeout=400, stdout=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+    (case,) = result["rows"]
+    summary = case["summary"]
+    assert summary["case"] == "heading-default" and summary["reward"] == "heading"
+    assert 1 <= summary["versions"] < 1001  # the budget stopped it, the store kept what it published
+    versions = case["versions"]
+    assert [v["version"] for v in versions] == list(range(len(versions)))
+    assert all(v["trials"] == 3 for v in versions) and versions[0]["env_steps"] == 0
+    steps = (tmp_path / "runs" / "heading-default" / "logs" / "episodes.csv").read_text().splitlines()[1:]
+    trained = [s for s in steps if int(s.split(",")[0]) < versions[-1]["version"]]
+    assert versions[-1]["env_steps"] == sum(int(s.split(",")[5]) for s in trained)
+    assert all(v["approx_kl_max"] is not None for v in versions[1:])
+    (general,) = case["generalisation"]
+    assert general["track"] == "Oval_track" and general["trials"] == 3
+    assert result["summary"]["cases"] == [summary]
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -77,7 +77,8 @@ def test_trainer_bench(tmp_path: Path):
         assert math.isfinite(row["overhead_pct"])
     assert result["rows"][1]["train_gflop_per_sample"] < result["rows"][0]["train_gflop_per_sample"]  # one trunk
     assert_positive(result["summary"], ["matmul_gflops"])
-    assert [o["option"] for o in result["summary"]["options"]] == ["threads=1", "channels_last", "compile"]
+    assert [o["option"] for o in result["summary"]["options"]][:2] == ["channels_last", "compile"]
+    assert result["summary"]["options"][2]["option"].startswith("threads=")
     for option in result["summary"]["options"]:
         assert_positive(option, ["samples_per_s_without", "samples_per_s_with", "speedup"])
 

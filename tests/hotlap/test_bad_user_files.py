@@ -121,6 +121,8 @@ HYPERPARAMETER_CASES: dict[str, tuple[Any, list[str]]] = {
                                                                 "or equal to 1, got 0"]),
     "hp-hotlap_shared_trunk-type": ({"hotlap_shared_trunk": "maybe"},
                                     ["hotlap_shared_trunk: Input should be a valid boolean", "got 'maybe'"]),
+    "hp-hotlap_target_kl-range": ({"hotlap_target_kl": 0}, ["hotlap_target_kl: Input should be greater than 0, "
+                                                            "got 0"]),
 }
 
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from hotlap.errors import CommandError, EvaluationError
 from hotlap.seed import SeedError, UserFiles, prepare_run_files, seed_store
-from shared.config import ConfigError, RunSettings, ServiceConfig, _problems_from
+from shared.config import REDIS_MAXMEMORY_BYTES, ConfigError, RunSettings, ServiceConfig, _problems_from
 from shared.run_files import RunFiles
 from shared.store import ModelStore, StoreError, open_store
 from simulator.track import Track, TrackError
@@ -151,6 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     store_url = args.store or f"file://{(args.runs_dir / run_id).resolve()}"
     run = LocalRun(run_id=run_id, store_url=store_url, s3_endpoint_url=args.s3_endpoint_url,
                    workers=args.workers, redis_url=args.redis_url, overwrite=args.overwrite,
+                   redis_maxmemory=args.redis_maxmemory,
                    log_dir=(args.runs_dir / run_id / "logs" / "processes").resolve() if not args.store else None,
                    tensorboard_dir=Path(args.tensorboard).resolve() if args.tensorboard else None)
     print(f"training {run_id} on {run_files.settings.track}: {args.workers} worker(s) × "
@@ -414,6 +415,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     train.add_argument("--store", help="store URL instead of a local folder, e.g. s3://bucket/prefix")
     train.add_argument("--s3-endpoint-url", default=env.get("HOTLAP_S3_ENDPOINT_URL"))
     train.add_argument("--redis-url", help="use this Redis instead of starting one")
+    train.add_argument("--redis-maxmemory", type=int, metavar="BYTES",
+                       default=_int_or_none(env.get("HOTLAP_REDIS_MAXMEMORY")) or REDIS_MAXMEMORY_BYTES,
+                       help="maxmemory (noeviction) of the Redis hotlap train starts; the experience stream "
+                            "may hold half of it (HOTLAP_STREAM_MAX_BYTES overrides)")
     train.add_argument("--tensorboard", type=Path, metavar="DIR", default=env.get("HOTLAP_TENSORBOARD_DIR"),
                        help="write TensorBoard scalars (charts/*, losses/*) to DIR; needs "
                             "pip install -e '.[tensorboard]'")

@@ -21,7 +21,7 @@ from pathlib import Path
 from hotlap.progress import ProgressDisplay, format_metrics
 from hotlap.redis_server import redis_server
 from hotlap.seed import seed_store
-from shared.config import ServiceConfig, redact_url
+from shared.config import REDIS_MAXMEMORY_BYTES, ServiceConfig, redact_url
 from shared.run_files import RunFiles
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport, TransportError
@@ -37,6 +37,7 @@ class LocalRun:
     s3_endpoint_url: str | None
     workers: int
     redis_url: str | None = None  # use this server instead of starting one
+    redis_maxmemory: int = REDIS_MAXMEMORY_BYTES  # of the server it starts (noeviction)
     log_dir: Path | None = None
     quiet: bool = False
     overwrite: bool = False  # replace a run with different files in the store (else: refuse)
@@ -52,6 +53,8 @@ def _service_env(run: LocalRun, redis_url: str, worker_name: str | None = None) 
         env["HOTLAP_S3_ENDPOINT_URL"] = run.s3_endpoint_url
     if worker_name:
         env["HOTLAP_WORKER_NAME"] = worker_name
+        # The stream's bound follows the Redis it runs on, with headroom (shared.config.STREAM_MAX_BYTES).
+        env.setdefault("HOTLAP_STREAM_MAX_BYTES", str(run.redis_maxmemory // 2))
     if worker_name:
         # One compute thread per worker: N workers share the cores while they play. The trainer
         # keeps torch's default (all cores): under the sync schedule workers wait while it trains.
@@ -165,7 +168,7 @@ def _redis(run: LocalRun) -> Iterator[str]:
     if run.redis_url:
         yield run.redis_url
     else:
-        with redis_server() as url:
+        with redis_server(maxmemory=run.redis_maxmemory) as url:
             yield url
 
 

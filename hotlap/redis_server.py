@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from shared.config import REDIS_MAXMEMORY_BYTES
 from shared.transport import RunTransport, TransportError
 
 
@@ -33,13 +34,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """A private, memory-only redis-server on a free loopback port for the length of the run."""
+def redis_server(maxmemory: int = REDIS_MAXMEMORY_BYTES) -> Iterator[str]:
+    """A private, memory-only redis-server on a free loopback port for the length of the run.
+
+    `maxmemory` bytes at most, with `noeviction`: past it Redis refuses writes (an OOM error)
+    instead of dropping keys; workers keep the experience stream under half of it."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="hotlap-redis-")
     proc = subprocess.Popen(
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
+         "--dir", workdir, "--maxmemory", str(maxmemory), "--maxmemory-policy", "noeviction"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # Its own process group: redis-server shuts down on SIGINT whatever it inherits, and the
         # terminal's Ctrl-C must not take Redis away from services still finishing their step.

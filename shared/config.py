@@ -45,6 +45,12 @@ MAX_SPEED = 4.0
 # the reward-function validator's 5 s per call (simapp reward_func_validator/constants.py; deepracer-formats.md
 # §1.1). A function may well spend a second on its first call (importing scipy, fitting a racing line).
 REWARD_TIME_LIMIT_S = 5.0
+# Redis memory: the server's `maxmemory` (noeviction: a full Redis refuses writes, never drops
+# experience) in compose and in `hotlap train`'s own redis-server; the experience stream may hold
+# half of it in message bytes, leaving headroom for Redis's per-entry overhead, the consumer
+# group's pending list and every other key of the run.
+REDIS_MAXMEMORY_BYTES = 1 << 30
+STREAM_MAX_BYTES = REDIS_MAXMEMORY_BYTES // 2
 
 # A bound on discrete action lists, not DeepRacer's (its console builds up to about 20 actions, and a
 # hand-edited file is unbounded there): a generated file with millions of entries would build a policy
@@ -630,6 +636,8 @@ class WorkerConfig(ServiceConfig):
     heartbeat_s: float = Field(2.0, gt=0.0, alias="HOTLAP_HEARTBEAT_S")
     seed: int = Field(0, alias="HOTLAP_SEED")
     sim_trace_log: bool = Field(True, alias="HOTLAP_SIM_TRACE_LOG")
+    # Keep under the Redis server's maxmemory with headroom (REDIS_MAXMEMORY_BYTES' comment).
+    stream_max_bytes: int = Field(STREAM_MAX_BYTES, ge=1 << 16, alias="HOTLAP_STREAM_MAX_BYTES")
 
 
 class TrainerConfig(ServiceConfig):

@@ -50,6 +50,11 @@ class RunKeys:
         return f"{self.prefix}:experience"
 
     @property
+    def experience_bytes(self) -> str:
+        """Payload bytes in the experience stream not yet acknowledged (the stream's byte bound)."""
+        return f"{self.prefix}:experience_bytes"
+
+    @property
     def model(self) -> str:
         """Latest published model version (integer); also the pub/sub channel announcing it."""
         return f"{self.prefix}:model"

@@ -48,6 +48,8 @@ DESCRIPTIONS: dict[str, str] = {
     "HOTLAP_HEARTBEAT_S": "seconds between the worker's heartbeats in Redis",
     "HOTLAP_SEED": "random seed (start positions, action sampling, network initialisation)",
     "HOTLAP_SIM_TRACE_LOG": "print DeepRacer's SIM_TRACE_LOG line for every step (false: only the simtrace CSVs)",
+    "HOTLAP_STREAM_MAX_BYTES": "bytes of unacknowledged experience the Redis stream may hold; workers wait "
+                               "(heartbeating) while it is full; keep it about half of Redis's maxmemory",
     # ------------------------------------------------------------ trainer (TrainerConfig)
     "HOTLAP_DEVICE": "torch device to train on: auto (a GPU if visible), cpu, cuda (stops at once without a GPU)",
     "HOTLAP_TORCH_THREADS": "torch threads of the trainer (0: torch's default, all cores)",

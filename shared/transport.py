@@ -21,12 +21,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.experience import HEADER_FIELD, MAX_PAYLOAD_BYTES, PAYLOAD_FIELD, Experience, MessageError
+from shared.config import STREAM_MAX_BYTES
+from shared.experience import MAX_PAYLOAD_BYTES, Experience, MessageError
 from shared.keys import RunKeys
 
 log = logging.getLogger(__name__)
 
 TRAINER_GROUP = "trainer"
+# What `push_experience` answers when the stream has no room for the message (an XADD id never looks so).
+STREAM_FULL = b"full"
 # Blocking reads wait at most this long, well inside the socket timeout.
 READ_BLOCK_MS = 1000
 SOCKET_TIMEOUT_S = 10.0
@@ -34,7 +37,6 @@ HEARTBEAT_TTL_S = 15
 # The trainer beats between steps, not inside a PPO update: the TTL must outlast the longest
 # update (minutes on a CPU for a full 10000-step batch), or a probe would kill a busy trainer.
 TRAINER_HEARTBEAT_TTL_S = 600
-DEFAULT_STREAM_LIMIT = 2000
 
 RUN_STATES = ("starting", "running", "done", "failed")
 FINISHED_STATES = ("done", "failed")
@@ -142,17 +144,6 @@ def _wrap_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-# Append one experience message and count it as produced, in one step, unless the run is over:
-# once the status says done/failed nothing more enters the stream, so what is in it at the end
-# is exactly what the trainer still has to account for. Returns the entry id, or false.
-_PUSH_EXPERIENCE = """
-local state = redis.call('HGET', KEYS[2], 'state')
-if state == 'done' or state == 'failed' then return false end
-local id = redis.call('XADD', KEYS[1], '*', 'header', ARGV[1], 'payload', ARGV[2])
-redis.call('HINCRBY', KEYS[3], 'produced', 1)
-return id
-"""
-
 # Hand out again the tickets of a version that were claimed but whose episodes never arrived,
 # and count them as re-issued.
 _REISSUE_TICKETS = """
@@ -199,10 +190,62 @@ return 0
 """
 
 
-class RunTransport:
-    """Everything one run exchanges over Redis."""
+# Append one experience message and count it as produced, in one server-side step, if the run is
+# not over and the stream has room for it. Once the status says done/failed nothing more enters the
+# stream, so what is in it at the end is exactly what the trainer still has to account for. The
+# bound is checked and applied in the same step so that N workers adding at once cannot overshoot
+# it (a length check before XADD lets each of them through: bench/scale.py --bound count).
+# KEYS: stream, byte counter, status, accounting. ARGV: bound in bytes, then field/value pairs.
+# A message's size is the sum of its fields' and values' lengths, as _ACK_AND_DELETE subtracts it.
+# An empty stream takes any one message, so a message larger than the bound cannot wait forever.
+# Returns the entry id; 0 when the run is over; false (nil) when the message does not fit.
+_PUSH_EXPERIENCE = """
+local state = redis.call('HGET', KEYS[3], 'state')
+if state == 'done' or state == 'failed' then return 0 end
+local size = 0
+for i = 2, #ARGV do size = size + string.len(ARGV[i]) end
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+if held > 0 and held + size > tonumber(ARGV[1]) then return false end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('INCRBY', KEYS[2], size)
+redis.call('HINCRBY', KEYS[4], 'produced', 1)
+return id
+"""
 
-    def __init__(self, client: redis.Redis, run_id: str, stream_limit: int = DEFAULT_STREAM_LIMIT, *,
+# Acknowledge and delete entries, taking their sizes off the byte counter and counting them under
+# an outcome, in one step (a trainer that dies in between never counts an entry twice; an entry
+# neither pending nor present counts nothing). KEYS: stream, byte counter, accounting.
+# ARGV: group, outcome field, then entry ids.
+_ACK_AND_DELETE = """
+local freed, counted = 0, 0
+for i = 3, #ARGV do
+  local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
+  local size = 0
+  if entry then
+    for _, part in ipairs(entry[2]) do size = size + string.len(part) end
+  end
+  local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  local deleted = redis.call('XDEL', KEYS[1], ARGV[i])
+  freed = freed + size * deleted
+  if acked + deleted > 0 then counted = counted + 1 end
+end
+if freed > 0 then
+  local left = redis.call('DECRBY', KEYS[2], freed)
+  if left < 0 then redis.call('SET', KEYS[2], 0) end
+end
+if counted > 0 then redis.call('HINCRBY', KEYS[3], ARGV[2], counted) end
+return counted
+"""
+
+
+class RunTransport:
+    """Everything one run exchanges over Redis.
+
+    `stream_max_bytes`: the bound on the experience stream's payload bytes (messages added and
+    not yet acknowledged), enforced atomically across every producer by `push_experience`.
+    """
+
+    def __init__(self, client: redis.Redis, run_id: str, *, stream_max_bytes: int = STREAM_MAX_BYTES,
                  nonce: str = "", finished_ttl_s: int | None = None):
         """`nonce`: the run identity from the store (shared.run_files.read_run_nonce), part of every
         key. `finished_ttl_s`: once the run is done or failed, its keys expire after this many
@@ -212,7 +255,7 @@ class RunTransport:
         self.url = describe_client(client)  # for messages; never holds the password
         self.run_id = run_id
         self.keys = RunKeys(run_id, nonce)
-        self.stream_limit = stream_limit
+        self.stream_max_bytes = stream_max_bytes
         self.finished_ttl_s = finished_ttl_s
         self._claim_ticket = client.register_script(_CLAIM_TICKET)
         self._set_status = client.register_script(_SET_STATUS)
@@ -220,14 +263,17 @@ class RunTransport:
         self._release_lease = client.register_script(_RELEASE_LEASE)
         self._push = client.register_script(_PUSH_EXPERIENCE)
         self._reissue = client.register_script(_REISSUE_TICKETS)
+        self._ack_and_delete = client.register_script(_ACK_AND_DELETE)
 
     @classmethod
-    def from_url(cls, url: str, run_id: str, *, nonce: str = "", finished_ttl_s: int | None = None) -> RunTransport:
-        return cls(redis_from_url(url), run_id, nonce=nonce, finished_ttl_s=finished_ttl_s)
+    def from_url(cls, url: str, run_id: str, *, stream_max_bytes: int = STREAM_MAX_BYTES, nonce: str = "",
+                 finished_ttl_s: int | None = None) -> RunTransport:
+        return cls(redis_from_url(url), run_id, stream_max_bytes=stream_max_bytes, nonce=nonce,
+                   finished_ttl_s=finished_ttl_s)
 
     def for_run(self, nonce: str) -> RunTransport:
         """The same connection, keyed by the run identity read from the store."""
-        return RunTransport(self.client, self.run_id, self.stream_limit, nonce=nonce,
+        return RunTransport(self.client, self.run_id, stream_max_bytes=self.stream_max_bytes, nonce=nonce,
                             finished_ttl_s=self.finished_ttl_s)
 
     @_wrap_errors
@@ -249,16 +295,29 @@ class RunTransport:
         return int(self.client.xlen(self.keys.experience))
 
     @_wrap_errors
+    def stream_bytes(self) -> int:
+        """Payload bytes in the stream not yet acknowledged (what `stream_max_bytes` bounds)."""
+        return int(self.client.get(self.keys.experience_bytes) or 0)
+
     def push_experience(self, experience: Experience) -> bytes | None:
-        """Append one message and count it as produced; None when the run is already over (done
-        or failed), so nothing enters the stream after the trainer's final accounting. The stream
-        is never trimmed (that would lose work); callers check `backlog()` against `stream_limit`."""
-        fields = experience.encode()
-        entry_id: bytes | None = self._push(
-            keys=[self.keys.experience, self.keys.status, self.keys.accounting],
-            args=[fields[HEADER_FIELD], fields[PAYLOAD_FIELD]],
-        )
-        return entry_id or None
+        """Append one message and count it as produced, if the stream has room for it under
+        `stream_max_bytes` (one atomic check-and-add across every producer). Returns the entry id;
+        `STREAM_FULL` when there is no room (the caller waits and tries again: the stream is never
+        trimmed, that would lose work); None when the run is already over (done or failed), so
+        nothing enters the stream after the trainer's final accounting."""
+        return self.push_fields(experience.encode())
+
+    @_wrap_errors
+    def push_fields(self, fields: dict[bytes, bytes]) -> bytes | None:
+        """`push_experience` for an already encoded message (benchmarks send pre-encoded ones)."""
+        args: list[Any] = [self.stream_max_bytes]
+        for name, value in fields.items():
+            args += [name, value]
+        reply = self._push(keys=[self.keys.experience, self.keys.experience_bytes, self.keys.status,
+                                 self.keys.accounting], args=args)
+        if reply == 0:
+            return None
+        return STREAM_FULL if reply is None else bytes(reply)
 
     @_wrap_errors
     def read_experience(self, consumer: str, count: int, block_ms: int = READ_BLOCK_MS,
@@ -297,11 +356,8 @@ class RunTransport:
             raise ValueError(f"unknown accounting field {outcome!r}")
         if not entry_ids:
             return
-        pipe = self.client.pipeline()
-        pipe.xack(self.keys.experience, TRAINER_GROUP, *entry_ids)
-        pipe.xdel(self.keys.experience, *entry_ids)
-        pipe.hincrby(self.keys.accounting, outcome, len(entry_ids))
-        pipe.execute()
+        self._ack_and_delete(keys=[self.keys.experience, self.keys.experience_bytes, self.keys.accounting],
+                             args=[TRAINER_GROUP, outcome, *entry_ids])
 
     @_wrap_errors
     def drop_remaining(self, reason: str = "stale", batch: int = 500) -> int:

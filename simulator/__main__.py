@@ -28,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulator: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, f"simulator {config.worker_name}", config.log_format)
-    transport = RunTransport.from_url(config.redis_url, config.run_id, finished_ttl_s=config.finished_run_ttl_s)
+    transport = RunTransport.from_url(config.redis_url, config.run_id, stream_max_bytes=config.stream_max_bytes,
+                                      finished_ttl_s=config.finished_run_ttl_s)
     store = ModelStore(open_store(config.store_url, config.s3_endpoint_url))
     return SimulatorWorker(config, transport, store).run()
 

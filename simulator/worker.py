@@ -41,7 +41,7 @@ from shared.service import (
     StopRequested,
 )
 from shared.store import REWARD_FUNCTION, ModelStore
-from shared.transport import RunStatus, RunTransport
+from shared.transport import STREAM_FULL, RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
 from simulator.exploration import EpsilonSchedule
 from simulator.reward import RewardFunctionError, hang_guard, hang_guard_seconds, load_reward_functions
@@ -511,12 +511,20 @@ class SimulatorWorker(ServiceLoop):
         )
 
     def _push(self, exp: Experience) -> None:
-        # Back-pressure: a stalled trainer makes workers wait instead of filling Redis memory.
-        while self.retrying("reading backlog", self.transport.backlog) >= self.transport.stream_limit:
+        """Add `exp` to the stream once it fits under the stream's byte bound (one atomic check-and-add
+        in Redis). Back-pressure: a stalled trainer makes workers wait instead of filling Redis memory;
+        while waiting they keep heartbeating and watching the run status (a failed run raises RunFailed,
+        a finished one is left as below). A stop request ends the wait with StopRequested; the car stays
+        active, so its sync ticket is handed back. Once the run is over (done or failed) Redis takes
+        nothing more: the episode is not sent."""
+        fields = exp.encode()
+        while (entry_id := self.retrying("pushing experience", self.transport.push_fields, fields)) == STREAM_FULL:
             if self.stop_requested:
-                break
+                raise StopRequested()
+            self._poll_run_state()
             self._sleep_waiting(STREAM_FULL_WAIT_S)
-        if self.retrying("pushing experience", self.transport.push_experience, exp) is None:
+            self._heartbeat_if_due()
+        if entry_id is None:
             log.info("run over (done or failed): episode %d not sent", exp.episode)
 
     def _sleep_waiting(self, seconds: float) -> None:

@@ -238,6 +238,12 @@ return counted
 """
 
 
+# Give back tickets, unless the version is closed (that would re-create its hash). KEYS[1]: the tickets hash.
+_RELEASE_TICKETS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'claimed', -tonumber(ARGV[1])) end
+"""
+
+
 class RunTransport:
     """Everything one run exchanges over Redis.
 
@@ -264,6 +270,7 @@ class RunTransport:
         self._push = client.register_script(_PUSH_EXPERIENCE)
         self._reissue = client.register_script(_REISSUE_TICKETS)
         self._ack_and_delete = client.register_script(_ACK_AND_DELETE)
+        self._release_tickets = client.register_script(_RELEASE_TICKETS)
 
     @classmethod
     def from_url(cls, url: str, run_id: str, *, stream_max_bytes: int = STREAM_MAX_BYTES, nonce: str = "",
@@ -403,7 +410,7 @@ class RunTransport:
     @_wrap_errors
     def reissue_tickets(self, version: int, received: int) -> int:
         """Hand out again the tickets of episodes that never arrived (their worker died);
-        returns how many, which the accounting counts as re-issued."""
+        returns how many, which the accounting counts as re-issued (none once the version is closed)."""
         return int(self._reissue(keys=[self.keys.tickets(version), self.keys.accounting], args=[received]))
 
     @_wrap_errors
@@ -412,12 +419,14 @@ class RunTransport:
 
     @_wrap_errors
     def release_tickets(self, version: int, count: int) -> None:
-        """Give back tickets of episodes a stopping worker will not finish."""
+        """Give back tickets of episodes a stopping worker will not finish (none once the version is closed)."""
         if count > 0:
-            self.client.hincrby(self.keys.tickets(version), "claimed", -count)
+            self._release_tickets(keys=[self.keys.tickets(version)], args=[count])
 
     @_wrap_errors
     def close_tickets(self, version: int) -> None:
+        """The trainer moved on from `version`: no worker can claim one of its tickets any more
+        (`claim_ticket` answers -1), so none plays a guaranteed-stale episode."""
         self.client.delete(self.keys.tickets(version))
 
     # ------------------------------------------------------------ run status and progress

@@ -181,6 +181,9 @@ class TrainerService(ServiceLoop):
             collect_started = time.monotonic()
             batch = self._collect(version)
             collect_seconds = time.monotonic() - collect_started
+            if self.files.settings.schedule == "sync":
+                # Moving on: what a worker would still play with this version would be stale.
+                self.retrying("closing tickets", self.transport.close_tickets, version)
             self._beat("training", version, force=True)
             stats = self._train(version, batch)
             # Next to train_seconds in the progress hash and the manifest: the share of an

@@ -140,3 +140,23 @@ def test_each_iteration_s_kl_reaches_the_log_the_progress_line_the_manifest_and_
     for tag, key in (("losses/approx_kl", "approx_kl"), ("losses/approx_kl_max", "approx_kl_max"),
                      ("losses/epochs", "epochs"), ("losses/stopped_early", "stopped_early")):
         assert [e.value for e in events.Scalars(tag)] == pytest.approx([stats[key]], rel=1e-6), tag
+
+
+def test_tickets_of_a_version_close_when_the_trainer_moves_on(
+    tmp_path: Path, redis_url: str, run_id: str, transport: RunTransport
+):
+    store = ModelStore(open_store(f"file://{tmp_path}"))
+    seed_store(store, run_files(episodes=3))
+    transport.open_tickets(0, 5)  # e.g. re-issued after a stall: more tickets than the iteration takes
+    for episode in range(3):
+        transport.push_experience(camera_episode(run_id, episode))
+    config = TrainerConfig(HOTLAP_RUN_ID=run_id, HOTLAP_REDIS_URL=redis_url, HOTLAP_STORE_URL=f"file://{tmp_path}",
+                           HOTLAP_DEVICE="cpu")
+
+    assert TrainerService(config, transport, store).run() == 0
+
+    assert transport.claim_ticket(0) <= 0  # the trainer trained version 0's iteration: no stale episode
+    transport.release_tickets(0, 2)  # a stopping worker handing tickets back does not reopen them
+    transport.reissue_tickets(0, 1)
+    assert transport.claim_ticket(0) <= 0
+    assert not transport.client.exists(transport.keys.tickets(0))

@@ -8,7 +8,9 @@ No simulation: every producer sends real hotlap experience messages (`Experience
 once up front so that the load generator's CPU goes into XADDs, not into compressing. Each producer
 is one thread with its own connection; the threads are spread over `--processes` processes (256
 producers on a 2-core machine: 4 processes x 64 threads). Like a worker, a producer checks the
-stream length before each add and waits while it holds `--backlog` entries; it paces itself to
+stream's room before each add and waits while it is full: `--bound bytes` (the default, what workers do)
+adds with one atomic check-and-add under `--backlog` messages' bytes, `--bound count` checks the length
+first (the old check: N producers overshoot by up to N; the table's peak backlog shows it); it paces itself to
 each of `--rates` messages per second (open loop, random phase, no catch-up bursts; 0.5 is about
 what a 4-car hotlap worker produces with 100-step episodes), and 0 means closed loop: every producer
 adds as fast as Redis answers, which finds the most one Redis and one reader move.
@@ -46,8 +48,8 @@ READ_COUNT = 16
 
 
 def producer_thread(url: str, run_id: str, messages: list[dict[bytes, bytes]], rate: float, backlog: int,
-                    stop: Event, out: dict[str, Any]) -> None:
-    transport = RunTransport.from_url(url, run_id)
+                    bound: str, stop: Event, out: dict[str, Any]) -> None:
+    transport = RunTransport.from_url(url, run_id, stream_max_bytes=backlog * max(map(message_bytes, messages)))
     client, key = transport.client, transport.keys.experience
     period = 1.0 / rate if rate > 0 else 0.0
     next_at = time.perf_counter() + random.uniform(0, period)
@@ -60,20 +62,37 @@ def producer_thread(url: str, run_id: str, messages: list[dict[bytes, bytes]], r
                 continue
             next_at = max(next_at + period, time.perf_counter())  # late: no burst to catch up
         waited = time.perf_counter()
-        while client.xlen(key) >= backlog and not stop.is_set():
-            time.sleep(0.005)
-        started = time.perf_counter()
+        message = messages[sent % len(messages)]
+        if bound == "count":  # the old worker check: a length read, then an add (racy across producers)
+            while client.xlen(key) >= backlog and not stop.is_set():
+                time.sleep(0.005)
+            started = time.perf_counter()
+            client.xadd(key, message)
+        else:  # what a worker does now: one atomic check-and-add under a byte bound
+            accepted = False
+            while not accepted and not stop.is_set():
+                started = time.perf_counter()  # the accepted attempt's latency; refusals count as blocked
+                accepted = transport.push_fields(message) is not None
+                if not accepted:
+                    time.sleep(0.005)
+            if not accepted:
+                break
         blocked += started - waited
-        client.xadd(key, messages[sent % len(messages)])
         latencies.append(time.perf_counter() - started)
         sent += 1
     out.update(latencies=latencies, sent=sent, blocked=blocked)
 
 
+def message_bytes(fields: dict[bytes, bytes]) -> int:
+    """A message's size as the stream's byte bound counts it (shared.transport._PUSH_BOUNDED)."""
+    return sum(len(k) + len(v) for k, v in fields.items())
+
+
 def producer_process(url: str, run_id: str, threads: int, messages: list[dict[bytes, bytes]], rate: float,
-                     backlog: int, start: Event, stop: Event, results: Queue) -> None:
+                     backlog: int, bound: str, start: Event, stop: Event, results: Queue) -> None:
     outs: list[dict[str, Any]] = [{} for _ in range(threads)]
-    workers = [threading.Thread(target=producer_thread, args=(url, run_id, messages, rate, backlog, stop, out))
+    workers = [threading.Thread(target=producer_thread,
+                                args=(url, run_id, messages, rate, backlog, bound, stop, out))
                for out in outs]
     start.wait()
     for worker in workers:
@@ -98,7 +117,7 @@ def measure(url: str, producers: int, processes: int, messages: list[dict[bytes,
     start, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
     per_process = [producers // processes + (1 if i < producers % processes else 0) for i in range(processes)]
     procs = [ctx.Process(target=producer_process,
-                         args=(url, run_id, n, messages, rate, args.backlog, start, stop, results))
+                         args=(url, run_id, n, messages, rate, args.backlog, args.bound, start, stop, results))
              for n in per_process if n]
     for proc in procs:
         proc.start()
@@ -106,8 +125,9 @@ def measure(url: str, producers: int, processes: int, messages: list[dict[bytes,
     redis_cpu0, net0 = redis_counters(transport.client)
     cpu0, started = time.process_time(), time.perf_counter()
     start.set()
-    consumed = 0
+    consumed = peak_backlog = 0
     while time.perf_counter() - started < args.seconds:
+        peak_backlog = max(peak_backlog, transport.backlog())
         deliveries = transport.read_experience("trainer", READ_COUNT, block_ms=200)
         if any(d.experience is None for d in deliveries):
             raise RuntimeError("undecodable message")
@@ -133,7 +153,8 @@ def measure(url: str, producers: int, processes: int, messages: list[dict[bytes,
         "into_redis_mb_per_s": (net1 - net0) / elapsed / 1e6, "message_bytes": size,
         "add_p50_ms": 1000 * percentile(latencies, 50), "add_p99_ms": 1000 * percentile(latencies, 99),
         "blocked_fraction": sum(b for _s, b, _l in per_thread) / (producers * elapsed),
-        "backlog_at_end": backlog_left, "redis_used_memory_peak_mib": int(memory["used_memory_peak"]) / 2**20,
+        "backlog_at_end": backlog_left, "backlog_bound": args.backlog, "peak_backlog": peak_backlog,
+        "redis_used_memory_peak_mib": int(memory["used_memory_peak"]) / 2**20,
         "redis_cpu_per_s": (redis_cpu1 - redis_cpu0) / elapsed, "consumer_cpu_per_s": consumer_cpu / elapsed,
         "loadavg_1m": os.getloadavg()[0],
     }
@@ -148,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="steps per episode (message)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per producer count")
     parser.add_argument("--backlog", type=int, default=200, help="producers wait while the stream holds this many")
+    parser.add_argument("--bound", choices=("bytes", "count"), default="bytes",
+                        help="bytes: a worker's atomic check-and-add under --backlog messages' bytes; "
+                             "count: the old length check before each add (overshoots by up to the producers)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/scale.json"), help="result file")
     args = parser.parse_args(argv)
 
@@ -168,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table([("label", "producers", "s"), ("offered_msgs_per_s", "offered", ".1f"),
                  ("consumed_msgs_per_s", "consumed", ".1f"), ("into_redis_mb_per_s", "MB/s in", ".1f"),
                  ("add_p50_ms", "add p50 ms", ".2f"), ("add_p99_ms", "add p99 ms", ".2f"),
-                 ("blocked_fraction", "blocked", ".2f"), ("redis_used_memory_peak_mib", "peak MiB", ".1f"),
+                 ("blocked_fraction", "blocked", ".2f"), ("peak_backlog", "peak backlog", "d"),
+                 ("redis_used_memory_peak_mib", "peak MiB", ".1f"),
                  ("redis_cpu_per_s", "redis cpu", ".2f"), ("consumer_cpu_per_s", "reader cpu", ".2f"),
                  ("loadavg_1m", "load 1m", ".2f")], rows)
     closed = [r for r in rows if r["rate"] <= 0]

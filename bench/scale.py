@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import machine, machine_line, percentile, print_table, write_result  # noqa: E402
 from bench.transport import make_experience, realistic_episode  # noqa: E402
 from hotlap.redis_server import redis_server  # noqa: E402
-from shared.transport import RunTransport  # noqa: E402
+from shared.transport import STREAM_FULL, RunTransport  # noqa: E402
 
 MESSAGE_VARIANTS = 4
 READ_COUNT = 16
@@ -72,7 +72,7 @@ def producer_thread(url: str, run_id: str, messages: list[dict[bytes, bytes]], r
             accepted = False
             while not accepted and not stop.is_set():
                 started = time.perf_counter()  # the accepted attempt's latency; refusals count as blocked
-                accepted = transport.push_fields(message) is not None
+                accepted = transport.push_fields(message) != STREAM_FULL
                 if not accepted:
                     time.sleep(0.005)
             if not accepted:

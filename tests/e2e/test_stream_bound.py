@@ -124,5 +124,9 @@ def test_paused_trainer_keeps_redis_memory_bounded_and_loses_nothing(tmp_path: P
         left = {entry_id for entry_id, _ in transport.client.xrange(transport.keys.experience)}
         assert not left & {entry_id for entry_id, _ in entries}
         assert transport.client.xpending(transport.keys.experience, "trainer")["pending"] == 0
+        counts = transport.accounting()
+        dropped = sum(v for k, v in counts.items() if k.startswith("dropped_"))
+        assert transport.backlog() == 0  # the trainer accounted for every entry at the end
+        assert counts["produced"] == counts["consumed"] + dropped, counts
         assert store.is_done() and store.latest_version() == ITERATIONS
         assert len(episode_rows(store)) == ITERATIONS * EPISODES_PER_ITERATION

@@ -59,9 +59,9 @@ def test_paused_trainer_keeps_redis_memory_bounded_and_loses_nothing(tmp_path: P
     files = tiny_run_files()
     files = dataclasses.replace(files, settings=files.settings.model_copy(update={"schedule": "async"}))
     store = ModelStore(open_store(f"file://{tmp_path / 'store'}"))
-    seed_store(store, files)
+    nonce = seed_store(store, files).nonce
     with redis_server(maxmemory=MAXMEMORY) as url:
-        transport = RunTransport.from_url(url, run_id)
+        transport = RunTransport.from_url(url, run_id, nonce=nonce)  # the run's keys, as the services build them
         assert transport.client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
         assert int(transport.client.config_get("maxmemory")["maxmemory"]) == MAXMEMORY
 

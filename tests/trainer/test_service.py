@@ -146,7 +146,7 @@ def test_tickets_of_a_version_close_when_the_trainer_moves_on(
     tmp_path: Path, redis_url: str, run_id: str, transport: RunTransport
 ):
     store = ModelStore(open_store(f"file://{tmp_path}"))
-    seed_store(store, run_files(episodes=3))
+    transport = transport.for_run(seed_store(store, run_files(episodes=3)).nonce)  # the trainer's keys
     transport.open_tickets(0, 5)  # e.g. re-issued after a stall: more tickets than the iteration takes
     for episode in range(3):
         transport.push_experience(camera_episode(run_id, episode))

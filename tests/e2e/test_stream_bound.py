@@ -69,7 +69,10 @@ def test_paused_trainer_keeps_redis_memory_bounded_and_loses_nothing(tmp_path: P
             env = dict(os.environ, HOTLAP_RUN_ID=run_id, HOTLAP_REDIS_URL=url, HOTLAP_STORE_URL=store.url,
                        HOTLAP_WORKER_NAME=name, HOTLAP_SIM_TRACE_LOG="0", OMP_NUM_THREADS="1",
                        HOTLAP_STREAM_MAX_BYTES=str(STREAM_MAX_BYTES), HOTLAP_HEARTBEAT_S="0.5",
-                       HOTLAP_STALL_TIMEOUT_S="600")
+                       HOTLAP_STALL_TIMEOUT_S="600",
+                       # The pause must stay inside the trainer's lease: a trainer stopped past it has
+                       # lost the run to whoever may have taken it, and exits instead of publishing.
+                       HOTLAP_TRAINER_LEASE_S="600")
             log = open(tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
             procs[name] = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log,
                                            stderr=subprocess.STDOUT, cwd=REPO)

@@ -31,6 +31,10 @@ REWARD_LIMIT = 1e5
 HEADER_FIELD = b"header"
 PAYLOAD_FIELD = b"payload"
 OBS_PREFIX = "obs/"
+# Keys of the header's "extra" object that say whether a message ends its episode (async chunks).
+FINAL_CHUNK = "final_chunk"
+EPISODE_REWARD = "episode_reward"
+EPISODE_STEPS = "episode_steps"
 # zstd level 1 rather than zlib level 1: on 100 camera frames (1.9 MB) it compresses ~3.5x faster,
 # decompresses ~7x faster and is as small, which took the trainer's single reader from a quarter of
 # bare redis-py's rate to par (bench/transport.py, docs/scaling.md).
@@ -85,7 +89,28 @@ class Experience:
 
     @property
     def total_reward(self) -> float:
+        """Reward of this message's steps (of this chunk only, for a chunk)."""
         return float(self.rewards.sum())
+
+    # An async worker cuts a running episode at a version change (simulator.worker): the cut-off
+    # part goes out as a chunk (extra["final_chunk"] false) and the message that ends the episode
+    # carries the whole episode's reward and steps (extra["episode_reward"], ["episode_steps"]).
+    # Episode statistics (quota, means, logs/episodes.csv) count the messages that end an episode.
+
+    @property
+    def ends_episode(self) -> bool:
+        """True for a whole episode or the last chunk of one; False for a chunk of a running episode."""
+        return self.extra.get(FINAL_CHUNK, True) is not False
+
+    @property
+    def episode_reward(self) -> float:
+        """Reward of the whole episode this message ends (earlier chunks included)."""
+        return float(self.extra.get(EPISODE_REWARD, self.total_reward))
+
+    @property
+    def episode_steps(self) -> int:
+        """Steps of the whole episode this message ends (earlier chunks included)."""
+        return int(self.extra.get(EPISODE_STEPS, self.num_steps))
 
     # ----------------------------------------------------------------- encoding
 
@@ -317,6 +342,22 @@ class ExperienceSpec:
             raise InvalidExperience(f"progress {exp.progress} is outside [0, 100]")
         if not (math.isfinite(exp.elapsed_s) and exp.elapsed_s >= 0.0):
             raise InvalidExperience(f"elapsed_s {exp.elapsed_s} is not a time")
+        self._check_episode_fields(exp, steps)
+
+    def _check_episode_fields(self, exp: Experience, steps: int) -> None:
+        """The chunk fields of `extra`: a bool, and a whole episode's reward and steps that an
+        episode of this run can have (at least this message's, at most max_steps)."""
+        final = exp.extra.get(FINAL_CHUNK, True)
+        if not isinstance(final, bool):
+            raise InvalidExperience(f"extra.{FINAL_CHUNK} {final!r} is not true/false")
+        reward = exp.extra.get(EPISODE_REWARD, 0.0)
+        if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward) \
+                or abs(reward) > REWARD_LIMIT * self.max_steps:
+            raise InvalidExperience(f"extra.{EPISODE_REWARD} {reward!r} is not a finite reward of one episode")
+        episode_steps = exp.extra.get(EPISODE_STEPS, steps)
+        if isinstance(episode_steps, bool) or not isinstance(episode_steps, int) \
+                or not steps <= episode_steps <= self.max_steps:
+            raise InvalidExperience(f"extra.{EPISODE_STEPS} {episode_steps!r} is not in [{steps}, {self.max_steps}]")
 
     def _check_observations(self, exp: Experience, steps: int) -> None:
         if set(exp.observations) != set(self.observations):

@@ -45,7 +45,12 @@ FINISHED_STATES = ("done", "failed")
 # observation/action spec (invalid), or past DeepRacer's per-iteration step cap (over_cap).
 # Each is a counter `dropped_<reason>` in the accounting hash.
 DROP_REASONS = ("stale", "corrupt", "oversize", "invalid", "over_cap")
-ACCOUNTING_FIELDS = ("produced", "consumed", *(f"dropped_{r}" for r in DROP_REASONS), "reissued")
+# produced = consumed + dropped counts messages: whole episodes and (async) chunks of running
+# episodes alike. The chunks_* counters say how many of them were chunks, so whole episodes
+# produced = produced - chunks_produced (and chunks_produced = chunks_consumed + chunks_dropped).
+ACCOUNTING_FIELDS = ("produced", "consumed", *(f"dropped_{r}" for r in DROP_REASONS), "reissued",
+                     "chunks_produced", "chunks_consumed", "chunks_dropped")
+ACK_OUTCOMES = ("consumed", *(f"dropped_{r}" for r in DROP_REASONS))
 
 
 # Error replies that say "not now" rather than "never": the server is loading its data set,
@@ -190,6 +195,23 @@ return 0
 """
 
 
+# Whether a stream entry is a chunk of a running episode (async schedule, shared.experience.FINAL_CHUNK):
+# its header's extra.final_chunk is false. Read from the entry itself, by the script that adds it
+# and by the one that acknowledges it, so chunks_produced = chunks_consumed + chunks_dropped exactly.
+# A header that does not parse, or is too big to be honest, is no chunk (it will be dropped as corrupt).
+_IS_CHUNK = """
+local function is_chunk(fields)
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'header' then
+      if string.len(fields[i + 1]) > 65536 then return false end
+      local ok, header = pcall(cjson.decode, fields[i + 1])
+      return ok and type(header) == 'table' and type(header.extra) == 'table' and header.extra.final_chunk == false
+    end
+  end
+  return false
+end
+"""
+
 # Append one experience message and count it as produced, in one server-side step, if the run is
 # not over and the stream has room for it. Once the status says done/failed nothing more enters the
 # stream, so what is in it at the end is exactly what the trainer still has to account for. The
@@ -199,7 +221,7 @@ return 0
 # A message's size is the sum of its fields' and values' lengths, as _ACK_AND_DELETE subtracts it.
 # An empty stream takes any one message, so a message larger than the bound cannot wait forever.
 # Returns the entry id; 0 when the run is over; false (nil) when the message does not fit.
-_PUSH_EXPERIENCE = """
+_PUSH_EXPERIENCE = _IS_CHUNK + """
 local state = redis.call('HGET', KEYS[3], 'state')
 if state == 'done' or state == 'failed' then return 0 end
 local size = 0
@@ -209,16 +231,17 @@ if held > 0 and held + size > tonumber(ARGV[1]) then return false end
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 redis.call('INCRBY', KEYS[2], size)
 redis.call('HINCRBY', KEYS[4], 'produced', 1)
+if is_chunk({unpack(ARGV, 2)}) then redis.call('HINCRBY', KEYS[4], 'chunks_produced', 1) end
 return id
 """
 
 # Acknowledge and delete entries, taking their sizes off the byte counter and counting them under
-# an outcome, in one step (a trainer that dies in between never counts an entry twice; an entry
-# neither pending nor present counts nothing). KEYS: stream, byte counter, accounting.
-# ARGV: group, outcome field, then entry ids.
-_ACK_AND_DELETE = """
-local freed, counted = 0, 0
-for i = 3, #ARGV do
+# an outcome (and the chunks among them under a chunk field), in one step (a trainer that dies in
+# between never counts an entry twice; an entry neither pending nor present counts nothing).
+# KEYS: stream, byte counter, accounting. ARGV: group, outcome field, chunk field, then entry ids.
+_ACK_AND_DELETE = _IS_CHUNK + """
+local freed, counted, chunks = 0, 0, 0
+for i = 4, #ARGV do
   local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
   local size = 0
   if entry then
@@ -227,13 +250,17 @@ for i = 3, #ARGV do
   local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
   local deleted = redis.call('XDEL', KEYS[1], ARGV[i])
   freed = freed + size * deleted
-  if acked + deleted > 0 then counted = counted + 1 end
+  if acked + deleted > 0 then
+    counted = counted + 1
+    if entry and is_chunk(entry[2]) then chunks = chunks + 1 end
+  end
 end
 if freed > 0 then
   local left = redis.call('DECRBY', KEYS[2], freed)
   if left < 0 then redis.call('SET', KEYS[2], 0) end
 end
 if counted > 0 then redis.call('HINCRBY', KEYS[3], ARGV[2], counted) end
+if chunks > 0 then redis.call('HINCRBY', KEYS[3], ARGV[3], chunks) end
 return counted
 """
 
@@ -359,12 +386,13 @@ class RunTransport:
         """Ack and delete, and count the entries under `outcome` ("consumed" or "dropped_<reason>")
         in the same transaction, so a trainer that dies in between never counts an entry twice.
         Deleting matters too: consumed experience must not pile up in Redis memory."""
-        if outcome not in ACCOUNTING_FIELDS:
-            raise ValueError(f"unknown accounting field {outcome!r}")
+        if outcome not in ACK_OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r} (one of {', '.join(ACK_OUTCOMES)})")
         if not entry_ids:
             return
+        chunk_field = "chunks_consumed" if outcome == "consumed" else "chunks_dropped"
         self._ack_and_delete(keys=[self.keys.experience, self.keys.experience_bytes, self.keys.accounting],
-                             args=[TRAINER_GROUP, outcome, *entry_ids])
+                             args=[TRAINER_GROUP, outcome, chunk_field, *entry_ids])
 
     @_wrap_errors
     def drop_remaining(self, reason: str = "stale", batch: int = 500) -> int:

@@ -28,7 +28,7 @@ from shared.deepracer_logs import (
     training_metrics_key,
 )
 from shared.evaluation import EvalEpisode, episodes_to_json, eval_metric, eval_start_fractions
-from shared.experience import Experience
+from shared.experience import EPISODE_REWARD, EPISODE_STEPS, FINAL_CHUNK, Experience
 from shared.logs import SIMTRACE_LOGGER
 from shared.networks import ModelFormatError, check_architecture, load_state_from_bytes
 from shared.run_files import RunFiles, load_run_files
@@ -71,6 +71,7 @@ class CarEpisode:
     start_sim_time: float = 0.0
     number: int = 0  # the worker's 0-based episode counter, given when the episode starts
     earlier_chunks_reward: float = 0.0  # async schedule: reward of chunks already shipped
+    earlier_chunks_steps: int = 0  # async schedule: steps of chunks already shipped
 
     def add(self, obs: dict[str, np.ndarray], action: Any, log_prob: float, value: float) -> None:
         for name, arr in obs.items():
@@ -478,7 +479,8 @@ class SimulatorWorker(ServiceLoop):
                 previous = self.episodes[car]
                 self.episodes[car] = CarEpisode(
                     rows=previous.rows, start_sim_time=previous.start_sim_time, number=previous.number,
-                    earlier_chunks_reward=previous.earlier_chunks_reward + sum(previous.rewards))
+                    earlier_chunks_reward=previous.earlier_chunks_reward + sum(previous.rewards),
+                    earlier_chunks_steps=previous.earlier_chunks_steps + len(previous))
 
     def _ship(self, car: int, terminated: bool, bootstrap: float, status: str, progress: float) -> None:
         episode = self.episodes[car]
@@ -497,6 +499,10 @@ class SimulatorWorker(ServiceLoop):
                     final: bool) -> Experience:
         episode = self.episodes[car]
         actions = np.asarray(episode.actions, dtype=np.int64 if self.discrete else np.float32)
+        extra: dict[str, Any] = {FINAL_CHUNK: final}
+        if final:  # the whole episode, earlier chunks included: what episode statistics count
+            extra[EPISODE_REWARD] = episode.earlier_chunks_reward + sum(episode.rewards)
+            extra[EPISODE_STEPS] = episode.earlier_chunks_steps + len(episode)
         return Experience(
             run_id=self.config.run_id, worker_name=self.config.worker_name, worker_index=self.worker_index,
             model_version=self.policy_version, episode=episode.number,
@@ -507,7 +513,7 @@ class SimulatorWorker(ServiceLoop):
             rewards=np.asarray(episode.rewards, dtype=np.float32),
             terminated=terminated, bootstrap_value=bootstrap, status=status, progress=progress,
             elapsed_s=float(self.car_sim_time[car]) - episode.start_sim_time,
-            extra={"final_chunk": final},
+            extra=extra,
         )
 
     def _push(self, exp: Experience) -> None:

@@ -82,12 +82,16 @@ class CoachLog:
             self.started = self.clock() - float(last[column["Wall-Clock Time"]])
 
     def rollouts(self, iteration: int, episodes: Sequence[Experience]) -> None:
-        """Print one ``Training>`` line per episode, before the update trains on them."""
+        """Print one ``Training>`` line per episode that ended, before the update trains on them
+        (an async chunk of a running episode is no episode: its steps count, it has no line)."""
         steps = self.total_steps
-        for i, episode in enumerate(episodes):
+        number = self.episodes
+        for episode in episodes:
             steps += episode.num_steps
-            coach_log.info(training_episode_line(episode.worker_index, self.episodes + i + 1, episode.total_reward,
-                                                 steps, iteration))
+            if episode.ends_episode:
+                number += 1
+                coach_log.info(training_episode_line(episode.worker_index, number, episode.episode_reward,
+                                                     steps, iteration))
         self.epochs = []
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -97,7 +101,9 @@ class CoachLog:
         self.epochs.append(dict(metrics))
 
     def add_iteration(self, iteration: int, episodes: Sequence[Experience]) -> None:
-        """Append one row per episode of this iteration (after its update: the training signals)."""
+        """Append one row per episode that ended in this iteration (after its update: the training
+        signals). An async chunk of a running episode adds its steps and transitions, and no row;
+        the row of the message that ends the episode has the whole episode's length and reward."""
         now = self.clock()
         if self.started is None:
             self.started = now
@@ -111,16 +117,21 @@ class CoachLog:
             advantages = normalise_advantages(advantages)
         in_memory = 0
         start = 0
-        for i, (episode, (_, value_targets)) in enumerate(zip(episodes, gae, strict=True)):
+        in_iteration = 0
+        for episode, (_, value_targets) in zip(episodes, gae, strict=True):
             steps = episode.num_steps
             in_memory += steps
-            self.episodes += 1
             self.total_steps += steps
+            if not episode.ends_episode:
+                start += steps
+                continue
+            self.episodes += 1
+            in_iteration += 1
             values: dict[str, Any] = {
                 "Episode #": self.episodes, "Training Iter": iteration, "In Heatup": 0,
-                "ER #Transitions": in_memory, "ER #Episodes": i + 1, "Episode Length": steps,
-                "Total steps": self.total_steps, "Shaped Training Reward": episode.total_reward,
-                "Training Reward": episode.total_reward, "Update Target Network": 0,
+                "ER #Transitions": in_memory, "ER #Episodes": in_iteration, "Episode Length": episode.episode_steps,
+                "Total steps": self.total_steps, "Shaped Training Reward": episode.episode_reward,
+                "Training Reward": episode.episode_reward, "Update Target Network": 0,
                 "Wall-Clock Time": now - self.started, **training,
             }
             values |= signal_stats("Discounted Return", discounted_returns(episode.rewards, self.settings.discount))

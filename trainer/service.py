@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from shared.config import ConfigError, TrainerConfig, max_steps_per_iteration
-from shared.deepracer_logs import EPISODE_LOG_COLUMNS, episode_log_csv
+from shared.deepracer_logs import episode_log_csv
 from shared.evaluation import CheckpointIndex, EvaluationError, episodes_from_json, eval_metric
 from shared.experience import Experience
 from shared.networks import ModelFormatError, architecture, check_architecture, load_state_from_bytes, state_to_bytes
@@ -69,7 +69,6 @@ CONSUMER_NAME = "trainer"
 READ_BATCH = 16
 WAITING_LOG_EVERY_S = 15.0
 HEARTBEAT_EVERY_S = 5.0
-STEPS_COLUMN = EPISODE_LOG_COLUMNS.index("steps")
 EVALUATION_POLL_S = 1.0
 
 
@@ -84,6 +83,32 @@ class Batch:
     @property
     def num_steps(self) -> int:
         return sum(e.num_steps for e in self.episodes)
+
+    @property
+    def whole_episodes(self) -> list[Experience]:
+        """The messages that end an episode (all of them under sync; under async not the chunks
+        of episodes still running at a version change): what the quota and episode statistics count."""
+        return [e for e in self.episodes if e.ends_episode]
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(e.ends_episode for e in self.episodes)
+
+    @property
+    def num_chunks(self) -> int:
+        """Chunks of running episodes (async): trained on, but no episode of the quota."""
+        return len(self.episodes) - self.num_episodes
+
+
+def episode_stats(episodes: list[Experience]) -> dict[str, float]:
+    """Means over whole episodes (`Batch.whole_episodes`): reward of the whole episode, its final
+    progress (%), and laps completed. 0.0 for an iteration that ended no episode (a step cap filled
+    by chunks alone), so the manifest and progress hash stay numbers."""
+    if not episodes:
+        return {"mean_reward": 0.0, "mean_progress": 0.0, "laps_completed": 0.0}
+    return {"mean_reward": float(np.mean([e.episode_reward for e in episodes])),
+            "mean_progress": float(np.mean([e.progress for e in episodes])),
+            "laps_completed": float(sum(e.status == "lap_complete" for e in episodes))}
 
 
 class DeviceError(RuntimeError):
@@ -321,18 +346,19 @@ class TrainerService(ServiceLoop):
             self.retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)
         batch = Batch()
         last_arrival = last_log = time.monotonic()
-        while len(batch.episodes) < self.episodes_per_iteration:
+        while batch.num_episodes < self.episodes_per_iteration:
             self._beat("collecting", version)
             self._credit_evaluations()
             if batch.num_steps >= self.step_cap:
-                log.info("step cap of %d reached: %d steps in %d episodes", self.step_cap, batch.num_steps,
-                         len(batch.episodes))
+                log.info("step cap of %d reached: %d steps in %d episodes and %d chunks", self.step_cap,
+                         batch.num_steps, batch.num_episodes, batch.num_chunks)
                 break
             if self.stop_requested:
                 raise StopRequested()
             self.check_run_not_failed()
             self._check_lease()
-            wanted = min(READ_BATCH, self.episodes_per_iteration - len(batch.episodes))  # never more than the quota
+            # never more than the quota (a chunk among them only leaves the quota unfilled a while longer)
+            wanted = min(READ_BATCH, self.episodes_per_iteration - batch.num_episodes)
             deliveries = self.retrying("reading experience", self.transport.read_experience, CONSUMER_NAME,
                                        wanted, 1000, self.pending_cursor, self.spec.max_payload_bytes)
             if self.pending_cursor is not None:
@@ -358,11 +384,11 @@ class TrainerService(ServiceLoop):
             if now - last_arrival > self.config.stall_timeout_s and schedule == "sync":
                 # Episodes whose worker died never arrive: let live workers play them again.
                 log.warning("no experience for %.0fs; reissuing %d episode tickets", now - last_arrival,
-                            self.episodes_per_iteration - len(batch.episodes))
-                self.retrying("reissuing tickets", self.transport.reissue_tickets, version, len(batch.episodes))
+                            self.episodes_per_iteration - batch.num_episodes)
+                self.retrying("reissuing tickets", self.transport.reissue_tickets, version, batch.num_episodes)
                 last_arrival = now
             if now - last_log > WAITING_LOG_EVERY_S:
-                log.info("iteration %d: %d/%d episodes", version, len(batch.episodes), self.episodes_per_iteration)
+                log.info("iteration %d: %d/%d episodes", version, batch.num_episodes, self.episodes_per_iteration)
                 last_log = now
         return batch
 
@@ -398,9 +424,7 @@ class TrainerService(ServiceLoop):
             raise NonFiniteLoss(f"NaN detected in loss function, aborting training: {e}") from e
         self.policy.eval()
         stats["train_seconds"] = time.monotonic() - started
-        stats["mean_reward"] = float(np.mean([e.total_reward for e in batch.episodes]))
-        stats["mean_progress"] = float(np.mean([e.progress for e in batch.episodes]))
-        stats["laps_completed"] = float(sum(e.status == "lap_complete" for e in batch.episodes))
+        stats.update(episode_stats(batch.whole_episodes))
         return stats
 
     def _set_status(self, state: str) -> None:
@@ -513,24 +537,25 @@ class TrainerService(ServiceLoop):
 
     def _log_iteration(self, version: int, batch: Batch, stats: dict[str, float]) -> None:
         if self.tensorboard is not None:
-            steps_before = sum(int(row[STEPS_COLUMN]) for row in self.episode_rows)
-            self.tensorboard.log_iteration(steps_before, batch.episodes, stats)
-        for e in batch.episodes:
+            # steps consumed before this iteration (chunks included), as rl_coach's Total steps
+            self.tensorboard.log_iteration(self.coach.total_steps, batch.episodes, stats)
+        for e in batch.whole_episodes:  # one row per episode: a chunk's episode gets its row when it ends
             self.episode_rows.append((version, e.model_version, e.worker_name, e.worker_index, e.episode,
-                                      e.num_steps, round(e.total_reward, 4), round(e.progress, 4), e.status))
+                                      e.episode_steps, round(e.episode_reward, 4), round(e.progress, 4), e.status))
         self.retrying("writing episode log", self.store.put_text, EPISODE_LOG, episode_log_csv(self.episode_rows))
         self.coach.add_iteration(version, batch.episodes)
         self.retrying("writing rl_coach episode log", self.store.put_text, COACH_EPISODE_LOG, self.coach.csv())
         progress = {
             "iteration": version + 1, "max_iterations": self.max_iterations,
-            "episodes": len(self.episode_rows), "steps": batch.num_steps,
+            "episodes": len(self.episode_rows), "chunks": batch.num_chunks, "steps": batch.num_steps,
             **{f"dropped_{reason}": count for reason, count in batch.dropped.items()},
             **{k: round(v, 5) for k, v in stats.items()},
         }
         self.retrying("writing progress", self.transport.set_progress, progress)
-        log.info("iteration %d/%d: %d episodes, %d steps, reward %.2f, progress %.1f%%, laps %d, "
+        log.info("iteration %d/%d: %d episodes (+%d chunks), %d steps, reward %.2f, progress %.1f%%, laps %d, "
                  "policy loss %.4f, value loss %.4f, entropy %.3f, %s, collected in %.1fs, trained in %.1fs",
-                 version + 1, self.max_iterations, len(batch.episodes), batch.num_steps, stats["mean_reward"],
+                 version + 1, self.max_iterations, batch.num_episodes, batch.num_chunks, batch.num_steps,
+                 stats["mean_reward"],
                  stats["mean_progress"], stats["laps_completed"], stats.get("policy_loss", 0.0),
                  stats.get("value_loss", 0.0), stats.get("entropy", 0.0), kl_summary(stats, self.settings),
                  stats.get("collect_seconds", 0.0), stats["train_seconds"])
@@ -557,7 +582,9 @@ class TrainerService(ServiceLoop):
             log.warning("could not write %s: %s", ACCOUNTING_LOG, e)
             return
         dropped = sum(v for k, v in counts.items() if k.startswith("dropped_"))
-        log.info("accounting: %d produced = %d consumed + %d dropped (%s; %d left at the end), %d re-issued",
+        log.info("accounting: %d produced = %d consumed + %d dropped (%s; %d left at the end), %d re-issued; "
+                 "%d of the produced were chunks of running episodes (%d consumed, %d dropped)",
                  counts["produced"], counts["consumed"], dropped,
                  ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in counts.items() if k.startswith("dropped_")),
-                 left, counts["reissued"])
+                 left, counts["reissued"], counts["chunks_produced"], counts["chunks_consumed"],
+                 counts["chunks_dropped"])

@@ -66,8 +66,10 @@ class TensorBoardLog:
         step = global_step
         for episode in episodes:
             step += episode.num_steps
-            self.writer.add_scalar("charts/episodic_return", episode.total_reward, step)
-            self.writer.add_scalar("charts/episodic_length", episode.num_steps, step)
+            if not episode.ends_episode:
+                continue  # an async chunk of a running episode: its steps count, it is no episode
+            self.writer.add_scalar("charts/episodic_return", episode.episode_reward, step)
+            self.writer.add_scalar("charts/episodic_length", episode.episode_steps, step)
             self.writer.add_scalar("charts/episodic_progress", episode.progress, step)
         for tag, key in UPDATE_SCALARS.items():
             if key in stats:

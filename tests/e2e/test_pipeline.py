@@ -263,3 +263,11 @@ def test_async_schedule_trains_on_bounded_stale_experience(tmp_path: Path):
     rows = episode_rows(store)
     assert len(rows) == ITERATIONS * EPISODES_PER_ITERATION
     assert all(0 <= int(r["iteration"]) - int(r["model_version"]) <= 1 for r in rows)
+    # Chunks of episodes cut at a version change are no episodes: one row per whole episode, none
+    # for a chunk (a chunk ends "in_progress" at 0 % progress), and the accounting counts them apart.
+    assert len({(r["worker_id"], r["episode"]) for r in rows}) == len(rows)
+    assert all(r["status"] != "in_progress" for r in rows)
+    counts = json.loads(store.get_text("logs/accounting.json"))
+    assert counts["chunks_produced"] == counts["chunks_consumed"] + counts["chunks_dropped"]
+    dropped = sum(v for k, v in counts.items() if k.startswith("dropped_"))
+    assert counts["produced"] == counts["consumed"] + dropped

@@ -263,7 +263,28 @@ def test_accounting_counts_every_message_once(transport: RunTransport):
     assert transport.read_experience("trainer", count=10, pending_after=b"0") == []  # nothing left pending
     counts = transport.accounting()
     assert counts == {"produced": 5, "consumed": 2, "dropped_stale": 2, "dropped_corrupt": 0,
-                      "dropped_oversize": 0, "dropped_invalid": 1, "dropped_over_cap": 0, "reissued": 0}
+                      "dropped_oversize": 0, "dropped_invalid": 1, "dropped_over_cap": 0, "reissued": 0,
+                      "chunks_produced": 0, "chunks_consumed": 0, "chunks_dropped": 0}
+
+
+def test_accounting_counts_async_chunks_as_chunks(transport: RunTransport):
+    """An async chunk of a running episode (extra.final_chunk false) is a message like any other
+    (produced = consumed + dropped) and is also counted as a chunk, read from the entry's own header
+    when it is added and when it is acknowledged, so whole episodes = produced - chunks_produced."""
+    transport.ensure_group()
+    chunk = experience(version=0, episode=1)
+    chunk.extra = {"final_chunk": False}
+    ends = experience(version=0, episode=1)
+    ends.extra = {"final_chunk": True, "episode_reward": 8.0, "episode_steps": 8}
+    for exp in (chunk, chunk, ends, experience(version=0, episode=2)):
+        assert transport.push_experience(exp) is not None
+    transport.client.xadd(transport.keys.experience, {b"header": b"{not json", b"payload": b""})  # no chunk
+    first, second, third, fourth, broken = transport.read_experience("trainer", count=10)
+    transport.acknowledge([first.entry_id, third.entry_id, fourth.entry_id])
+    transport.acknowledge([second.entry_id, broken.entry_id], "dropped_stale")
+    counts = transport.accounting()
+    assert (counts["produced"], counts["consumed"], counts["dropped_stale"]) == (4, 3, 2)  # the xadd was no push
+    assert (counts["chunks_produced"], counts["chunks_consumed"], counts["chunks_dropped"]) == (2, 1, 1)
 
 
 def test_reissued_tickets_are_counted(transport: RunTransport):
@@ -278,3 +299,4 @@ def test_reissued_tickets_are_counted(transport: RunTransport):
 def test_the_redis_url_in_messages_has_no_password(redis_url: str):
     transport = RunTransport.from_url(redis_url.replace("redis://", "redis://:hunter2@"), "x")
     assert "hunter2" not in transport.url and "***@" in transport.url
+

@@ -111,6 +111,22 @@ class TrainingMetrics:
     def new_iteration(self) -> None:
         self.trial = 0
 
+    def resume(self, text: str, next_episode: int) -> None:
+        """Go on after the records of a TrainingMetrics.json written earlier (by this worker index,
+        before a restart): keep them, continue the sim clock after the last one, and write the record
+        of episode `next_episode` next (episodes numbered before it that never ended are skipped).
+        A resumed worker starts a new simtrace iteration, so trials count from 0 again.
+        Raises ValueError when `text` is not such a file."""
+        data = json.loads(text)
+        records = data.get("metrics") if isinstance(data, dict) else None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise ValueError("no list of metric records under 'metrics'")
+        clock = records[-1].get("metric_time", 0) if records else 0
+        if not isinstance(clock, int):
+            raise ValueError(f"the last record's metric_time {clock!r} is not an integer")
+        self.records, self.clock_ms = records, clock
+        self.trial, self.next_episode, self.pending = 0, next_episode, {}
+
     def add_episode(self, *, episode: int, reward: float, elapsed_ms: int, progress: float, status: str) -> None:
         """Record episode number ``episode`` (0-based, the simtrace's), whenever it ends.
 

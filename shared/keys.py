@@ -70,14 +70,14 @@ class RunKeys:
         return f"{self.prefix}:progress"
 
     @property
-    def worker_sequence(self) -> str:
-        """Counter handing out worker indexes (0, 1, 2, ...) in arrival order."""
-        return f"{self.prefix}:worker_seq"
-
-    @property
     def worker_indexes(self) -> str:
         """Hash worker name -> index, so a reconnecting worker keeps its index."""
         return f"{self.prefix}:worker_index"
+
+    def worker_log(self, index: int) -> str:
+        """Hash {episodes, iteration} of worker index `index`: its next episode number and simtrace
+        iteration, so the worker holding the index next continues its files instead of overwriting them."""
+        return f"{self.prefix}:worker_log:{index}"
 
     def worker(self, worker_name: str) -> str:
         """Heartbeat hash of one worker, with a TTL: version in use, episodes, steps/s."""

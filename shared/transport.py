@@ -571,13 +571,53 @@ class RunTransport:
 
     @_wrap_errors
     def register_worker(self, worker_name: str) -> int:
-        """A stable small index per worker name (DeepRacer's rollout index)."""
-        existing = self.client.hget(self.keys.worker_indexes, worker_name)
-        if existing is not None:
-            return int(existing)
-        index = int(self.client.incr(self.keys.worker_sequence)) - 1
-        self.client.hset(self.keys.worker_indexes, worker_name, index)
+        """The worker's index (DeepRacer's rollout index: worker 0 evaluates, file names carry it).
+
+        A worker name keeps its index (a restarted container continues as the same worker), unless a
+        live worker holds that index now. A new name takes the lowest index no live worker holds, so
+        recreated containers reuse 0, 1, ... instead of counting up: an index whose worker's heartbeat
+        expired (HEARTBEAT_TTL_S) is free again. Past 10 live workers the indexes go on from 10
+        (docs/compatibility.md: deepracer-utils reads 0-9). The registration beats the worker's
+        heartbeat in the same transaction, so two workers starting at once never share an index."""
+
+        def claim(pipe: Any) -> int:
+            indexes = {name.decode(): int(index) for name, index in pipe.hgetall(self.keys.worker_indexes).items()}
+            held = {index for name, index in indexes.items()
+                    if name != worker_name and pipe.exists(self.keys.worker(name))}
+            index = indexes.get(worker_name)
+            if index is None or index in held:
+                index = next(i for i in range(len(held) + 1) if i not in held)
+            pipe.multi()
+            expired = [name for name, i in indexes.items() if i == index and name != worker_name]
+            if expired:  # their heartbeats ran out: the index is this worker's now
+                pipe.hdel(self.keys.worker_indexes, *expired)
+            pipe.hset(self.keys.worker_indexes, worker_name, index)
+            pipe.hset(self.keys.worker(worker_name), mapping={"index": index, "last_heartbeat": time.time()})
+            pipe.expire(self.keys.worker(worker_name), HEARTBEAT_TTL_S)
+            return index
+
+        index: int = self.client.transaction(claim, self.keys.worker_indexes, value_from_callable=True)
         return index
+
+    @_wrap_errors
+    def worker_log_state(self, index: int) -> tuple[int, int] | None:
+        """(next episode number, simtrace iteration) of the worker files of `index` in this run, or
+        None when no worker of this run has written under `index` yet."""
+        data = self.client.hgetall(self.keys.worker_log(index))
+        if not data:
+            return None
+        return int(data.get(b"episodes", 0)), int(data.get(b"iteration", 0))
+
+    @_wrap_errors
+    def start_episodes(self, index: int, count: int) -> int:
+        """Number `count` new episodes of worker `index`; returns the first number. Kept in Redis, so
+        whichever worker holds the index next (a restart, a recreated container) goes on from there."""
+        return int(self.client.hincrby(self.keys.worker_log(index), "episodes", count)) - count
+
+    @_wrap_errors
+    def set_worker_iteration(self, index: int, iteration: int) -> None:
+        """The simtrace iteration worker `index` writes now (its next file is `iteration`)."""
+        self.client.hset(self.keys.worker_log(index), "iteration", iteration)
 
     @_wrap_errors
     def heartbeat(self, worker_name: str, fields: dict[str, Any], ttl_s: int = HEARTBEAT_TTL_S) -> None:

@@ -40,7 +40,7 @@ from shared.service import (
     ServiceLoop,
     StopRequested,
 )
-from shared.store import REWARD_FUNCTION, ModelStore
+from shared.store import REWARD_FUNCTION, ModelStore, ObjectNotFound
 from shared.transport import STREAM_FULL, RunStatus, RunTransport
 from simulator.env import EnvSettings, StepResult, VectorRacingEnv
 from simulator.exploration import EpsilonSchedule
@@ -134,6 +134,7 @@ class SimulatorWorker(ServiceLoop):
         super().__init__(transport, log, store, config.retry_give_up_s)
         self.config = config
         self.worker_index = -1
+        self.resumed = False  # set-up found files this worker index wrote earlier in the run
         self.policy_version = -1
         self.episodes_played = 0
         self.episodes_started = 0
@@ -211,6 +212,7 @@ class SimulatorWorker(ServiceLoop):
         self.worker_index = self.retrying("registering", self.transport.register_worker, self.config.worker_name)
         # run() loaded the files before waiting for the trainer; loaded here when set up alone (tests)
         inputs = self.inputs if hasattr(self, "inputs") else self._load_inputs()
+        self._resume_worker_files()
         settings = inputs.settings
         num_cars = self.config.cars_per_worker or settings.cars_per_worker
         try:
@@ -248,7 +250,7 @@ class SimulatorWorker(ServiceLoop):
         self.episodes = [CarEpisode() for _ in range(num_cars)]
         self.obs = self.stack.reset(self.env.reset())
         self.car_sim_time = np.zeros(num_cars)
-        self.metrics = TrainingMetrics(settings.best_model_metric)
+        self.metrics = self._resumed_metrics(settings.best_model_metric)
         # Evaluation (DeepRacer's model picker, deepracer-formats.md §4, §7.4): worker 0 drives
         # MIN_EVAL_TRIALS greedy episodes of each version once its training episodes of it are over.
         self.evaluator = self.worker_index == 0 and settings.min_eval_trials > 0
@@ -372,11 +374,12 @@ class SimulatorWorker(ServiceLoop):
         self.eval_started += int(cars.size)
 
     def _start_episodes(self, cars: np.ndarray) -> None:
+        # Numbered in Redis per worker index: a restarted worker goes on from its last number.
+        first = self.retrying("numbering episodes", self.transport.start_episodes, self.worker_index, len(cars))
         self.active[cars] = True
-        for car in cars:
-            self.episodes[car] = CarEpisode(start_sim_time=float(self.car_sim_time[car]),
-                                            number=self.episodes_started)
-            self.episodes_started += 1
+        for number, car in enumerate(cars, start=first):
+            self.episodes[car] = CarEpisode(start_sim_time=float(self.car_sim_time[car]), number=number)
+        self.episodes_started = first + len(cars)
 
     def _step_cars(self) -> StepResult:
         cars = np.flatnonzero(self.active)
@@ -563,12 +566,57 @@ class SimulatorWorker(ServiceLoop):
         self._upload_simtrace()
         self._upload_metrics()
         self.iteration += 1
+        self.retrying("recording the iteration", self.transport.set_worker_iteration, self.worker_index,
+                      self.iteration)
         self.metrics.new_iteration()
+
+    def _resume_worker_files(self) -> None:
+        """Continue the episode numbers and simtrace iterations of this worker index in this run (a
+        restarted worker, or a new one reusing a free index), so no file it wrote is overwritten.
+        An iteration whose simtrace file exists already was closed by the earlier worker: go on with
+        the next one."""
+        state = self.retrying("reading the worker's files state", self.transport.worker_log_state, self.worker_index)
+        if state is None:
+            self.resumed = False
+            return
+        self.resumed = True
+        self.episodes_started, self.iteration = state
+        if self.retrying("checking simtrace", self.store.objects.exists, self._simtrace_key()):
+            self.iteration += 1
+            self.retrying("recording the iteration", self.transport.set_worker_iteration, self.worker_index,
+                          self.iteration)
+        log.info("worker index %d continues its files: simtrace iteration %d, episode %d", self.worker_index,
+                 self.iteration, self.episodes_started)
+
+    def _resumed_metrics(self, best_model_metric: str) -> TrainingMetrics:
+        """A fresh TrainingMetrics, or (resuming this index) the records already in the store, going on
+        after them: the next record is this worker's next episode number."""
+        metrics = TrainingMetrics(best_model_metric)
+        if not self.resumed:
+            return metrics
+        metrics.next_episode = self.episodes_started  # numbers given out before and never ended are skipped
+        key = training_metrics_key(self.worker_index)
+        try:
+            text = self.retrying("reading metrics", self.store.get_text, key)
+        except ObjectNotFound:
+            text = None
+        if text is None:
+            return metrics
+        try:
+            metrics.resume(text, next_episode=self.episodes_started)
+        except ValueError as e:  # not ours to lose silently: say so, then start the file afresh
+            log.warning("%s/%s is unreadable (%s); starting it afresh", self.store.url, key, e)
+            metrics = TrainingMetrics(best_model_metric)
+            metrics.next_episode = self.episodes_started
+        return metrics
+
+    def _simtrace_key(self) -> str:
+        return simtrace_key(self.worker_index, self.iteration, self._multi_worker())
 
     def _upload_simtrace(self) -> None:
         if not self.simtrace_rows:
             return
-        key = simtrace_key(self.worker_index, self.iteration, self._multi_worker())
+        key = self._simtrace_key()
         rows = sorted(self.simtrace_rows, key=lambda row: row.episode)  # cars end episodes out of start order
         self.retrying("uploading simtrace", self.store.put_text, key, simtrace_csv(rows))
         self.simtrace_rows = []

@@ -56,3 +56,23 @@ def test_an_episode_is_recorded_once() -> None:
     for episode in (0, 2):
         with pytest.raises(ValueError, match=f"episode {episode} was recorded already"):
             end(metrics, episode, 100)
+
+
+def test_a_resumed_file_keeps_its_records_and_goes_on_after_them() -> None:
+    """A restarted worker (or a new one on the same index) continues the file: the earlier records
+    stay, the clock goes on from the last metric_time, and numbers given out but never ended are skipped."""
+    earlier = TrainingMetrics()
+    end(earlier, 0, 500)
+    end(earlier, 1, 700)
+    resumed = TrainingMetrics()
+    resumed.resume(earlier.to_json(), next_episode=4)  # episodes 2 and 3 started, never ended
+    end(resumed, 4, 300)
+    records = json.loads(resumed.to_json())["metrics"]
+    assert [r["episode"] for r in records] == [1, 2, 5]
+    assert records[2]["start_time"] == records[1]["metric_time"] == 1200 and records[2]["metric_time"] == 1500
+
+
+@pytest.mark.parametrize("text", ['{"metrics": 3}', "[]", '{"metrics": [{"metric_time": "x"}]}', "not json"])
+def test_resuming_a_file_that_is_not_training_metrics_raises(text: str) -> None:
+    with pytest.raises(ValueError):
+        TrainingMetrics().resume(text, next_episode=0)

@@ -2,6 +2,7 @@
 
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -225,7 +226,8 @@ def test_a_finished_runs_keys_expire(redis_url: str, run_id: str):
     other_run.set_status("running")
     keys = list(transport.client.scan_iter(match=transport.keys.pattern))
     assert len(keys) >= 6
-    assert all(transport.client.ttl(k) == -1 for k in keys)  # a running run's keys never expire
+    heartbeat = transport.keys.worker("w").encode()  # registering beats once: a heartbeat has its own TTL
+    assert all(transport.client.ttl(k) == -1 for k in keys if k != heartbeat)  # a running run's keys never expire
 
     transport.set_status("failed", "boom")
     ttls = {k: transport.client.ttl(k) for k in transport.client.scan_iter(match=transport.keys.pattern)}
@@ -300,3 +302,27 @@ def test_the_redis_url_in_messages_has_no_password(redis_url: str):
     transport = RunTransport.from_url(redis_url.replace("redis://", "redis://:hunter2@"), "x")
     assert "hunter2" not in transport.url and "***@" in transport.url
 
+
+def test_worker_indexes_are_kept_by_name_and_reused_once_free(transport: RunTransport):
+    """deepracer-utils reads worker indexes 0-9: a restarted worker keeps its index, a new one takes
+    the lowest index no live worker holds (its heartbeat ran out), instead of counting up forever."""
+    assert [transport.register_worker(name) for name in ("a", "b", "c")] == [0, 1, 2]
+    assert transport.register_worker("b") == 1  # restarted while its heartbeat lives: same index
+    transport.client.delete(transport.keys.worker("b"))  # b's heartbeat ran out
+    assert transport.register_worker("d") == 1  # a recreated container takes b's free index
+    assert transport.register_worker("b") == 3  # b back later: 1 is d's now, so the lowest free one
+    for name in ("a", "c"):
+        transport.client.delete(transport.keys.worker(name))
+    assert transport.register_worker("e") == 0
+    assert transport.register_worker("a") == 2  # 0 is e's; a's old 0 is gone, c's 2 is free
+
+
+def test_workers_registering_at_once_never_share_an_index(redis_url: str, run_id: str):
+    """12 workers start together (each on its own connection): indexes 0..11, each once; past 10
+    live workers the indexes go on from 10 (docs/compatibility.md)."""
+    def register(name: str) -> int:
+        return RunTransport.from_url(redis_url, run_id).register_worker(name)
+
+    with ThreadPoolExecutor(12) as pool:
+        indexes = list(pool.map(register, [f"w{i}" for i in range(12)]))
+    assert sorted(indexes) == list(range(12))

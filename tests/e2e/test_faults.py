@@ -23,28 +23,90 @@ from shared.experience import Experience
 from shared.run_files import RunFiles
 from shared.service import EXIT_RUN_FAILED
 from shared.store import ModelStore, open_store
-from shared.transport import RunTransport, TransportError
+from shared.transport import TRAINER_GROUP, RunTransport, TransportError
 from tests.e2e.test_deepracer_outputs import assert_coach_csv_matches_the_episode_log
-from tests.e2e.test_pipeline import EPISODES_PER_ITERATION, ITERATIONS, assert_finished_run, tiny_run_files
+from tests.e2e.test_pipeline import (
+    EPISODES_PER_ITERATION,
+    ITERATIONS,
+    assert_finished_run,
+    episode_rows,
+    tiny_run_files,
+)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 300
+# Where re-issue is not the mechanism under test: a stall timeout long enough that a fault (lost
+# episodes, tickets never handed back) cannot be papered over by the trainer re-issuing tickets
+# unnoticed, and short enough that a broken mechanism still ends the run inside TIMEOUT_S, with
+# the accounting's `reissued` counter (asserted 0) naming the fault instead of a hang.
+NO_REISSUE_STALL_S = "120"
+# Where re-issue is the mechanism under test: short, so the test sees it happen.
+REISSUE_STALL_S = "5"
 
 
 def assert_accounting_adds_up(store: ModelStore, transport: RunTransport | None = None,
-                              consumed: int | None = ITERATIONS * EPISODES_PER_ITERATION) -> dict[str, int]:
+                              consumed: int | None = ITERATIONS * EPISODES_PER_ITERATION,
+                              reissued: int | None = None) -> dict[str, int]:
     """logs/accounting.json (and the Redis hash it was written from): every message the workers
-    produced was consumed or dropped for a reason; nothing is left in the stream."""
+    produced was consumed or dropped for a reason; nothing is left in the stream, delivered or not.
+    `reissued=0`: no ticket was re-issued, so no stall timeout papered over a lost episode."""
     counts = json.loads(store.get_text("logs/accounting.json"))
     dropped = sum(v for k, v in counts.items() if k.startswith("dropped_"))
     assert counts["produced"] == counts["consumed"] + dropped, counts
     if consumed is not None:
         assert counts["consumed"] == consumed, counts
+    if reissued is not None:
+        assert counts["reissued"] == reissued, f"tickets were re-issued: a stall timeout masked a fault: {counts}"
     if transport is not None:
         assert transport.accounting() == {k: v for k, v in counts.items() if k != "run_id"}
-        assert transport.backlog() == 0
+        assert_stream_empty(transport)
     return counts
+
+
+def assert_stream_empty(transport: RunTransport) -> None:
+    """Every entry was acknowledged and deleted: none left, none delivered and unacknowledged."""
+    assert transport.backlog() == 0, transport.client.xrange(transport.keys.experience, count=5)
+    pending = transport.client.xpending(transport.keys.experience, TRAINER_GROUP)["pending"]
+    assert pending == 0, f"{pending} delivered entries were never acknowledged"
+
+
+def tickets_claimed(transport: RunTransport, version: int) -> int:
+    return int(transport.client.hget(transport.keys.tickets(version), "claimed") or 0)
+
+
+def pause_holding_tickets(transport: RunTransport, worker: subprocess.Popen[bytes], version: int = 0) -> int:
+    """SIGSTOP `worker`, the only worker playing `version`, at a moment it holds tickets: claimed
+    tickets of episodes it has not pushed yet. Returns how many (> 0); the worker stays stopped."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        assert time.monotonic() < deadline, "the worker never held a ticket"
+        assert worker.poll() is None, f"the worker exited {worker.returncode}"
+        if tickets_claimed(transport, version) > transport.accounting()["produced"]:
+            worker.send_signal(signal.SIGSTOP)
+            # Stopped: nothing of it changes either number now (its claims and pushes are atomic).
+            held = tickets_claimed(transport, version) - transport.accounting()["produced"]
+            if held > 0:
+                return held
+            worker.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+
+
+def pause_mid_collection(transport: RunTransport, trainer: subprocess.Popen[bytes]) -> list[bytes]:
+    """SIGSTOP the trainer at a moment it holds delivered, unacknowledged episodes of an iteration
+    it has not trained yet (fewer than the quota: it is still collecting, so nothing of them was
+    published). Returns their entry ids; the trainer stays stopped."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        assert time.monotonic() < deadline, "the trainer never held unacknowledged experience mid-iteration"
+        assert trainer.poll() is None, f"the trainer exited {trainer.returncode}"
+        if 0 < transport.client.xpending(transport.keys.experience, TRAINER_GROUP)["pending"] < EPISODES_PER_ITERATION:
+            trainer.send_signal(signal.SIGSTOP)
+            entries = transport.client.xpending_range(transport.keys.experience, TRAINER_GROUP, "-", "+", 100)
+            if 0 < len(entries) < EPISODES_PER_ITERATION:
+                return [e["message_id"] for e in entries]
+            trainer.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
 
 
 class Stack:
@@ -61,7 +123,8 @@ class Stack:
     def start(self, name: str, module: str, **extra_env: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ, HOTLAP_RUN_ID=self.run_id, HOTLAP_REDIS_URL=self.redis_url,
                    HOTLAP_STORE_URL=self.store_url, HOTLAP_WORKER_NAME=name, HOTLAP_SIM_TRACE_LOG="0",
-                   HOTLAP_STALL_TIMEOUT_S="3", OMP_NUM_THREADS="1", **extra_env)
+                   HOTLAP_STALL_TIMEOUT_S=NO_REISSUE_STALL_S, OMP_NUM_THREADS="1")
+        env.update(extra_env)
         log = open(self.tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log,
                                             stderr=subprocess.STDOUT, cwd=REPO)
@@ -107,27 +170,42 @@ def stack(tmp_path: Path, redis_url: str, run_id: str) -> Iterator[Stack]:
     s.kill_all()
 
 
+def rows_of(store: ModelStore, iteration: int) -> list[dict[str, str]]:
+    return [r for r in episode_rows(store) if int(r["iteration"]) == iteration]
+
+
 def test_killed_worker_episodes_are_played_by_the_others(stack: Stack):
-    stack.start("trainer", "trainer")
-    stack.start("w0", "simulator")
-    victim = stack.start("w1", "simulator")
-    stack.wait_for_version(1)
-    victim.send_signal(signal.SIGKILL)  # dies mid-episode, holding tickets
+    """kill -9 of a worker that holds tickets: the trainer re-issues exactly those tickets once no
+    experience arrives for the stall timeout, and another worker plays them."""
+    stack.transport.register_worker("w0")  # w0 is worker 0 (the evaluator); the victim is worker 1
+    stack.start("trainer", "trainer", HOTLAP_STALL_TIMEOUT_S=REISSUE_STALL_S)
+    victim = stack.start("w1", "simulator")  # alone: every claimed ticket of version 0 is the victim's
+    held = pause_holding_tickets(stack.transport, victim)
+    victim.send_signal(signal.SIGKILL)  # dies mid-episode, holding `held` tickets
+    victim.wait()
+    deadline = time.monotonic() + TIMEOUT_S
+    while stack.transport.accounting()["reissued"] == 0:  # no live worker yet: nothing else can be re-issued
+        assert time.monotonic() < deadline, f"the victim's {held} tickets were never re-issued:\n{stack.log('trainer')}"
+        time.sleep(0.1)
+    assert stack.transport.accounting()["reissued"] == held
+    assert tickets_claimed(stack.transport, 0) == stack.transport.accounting()["produced"]
+    stack.start("w0", "simulator", HOTLAP_STALL_TIMEOUT_S=REISSUE_STALL_S)
     stack.wait_all(["trainer", "w0"])
     assert_finished_run(stack.store, versions_per_worker=1)
+    assert sum(r["worker_id"] == "w0" for r in rows_of(stack.store, 0)) >= held  # the others played them
+    # With a 5 s stall timeout a slow live worker on a loaded machine can be re-issued a ticket too.
     assert_accounting_adds_up(stack.store, stack.transport)
 
 
 def test_trainer_restart_resumes_from_the_latest_version(stack: Stack):
+    """A trainer killed mid-iteration, holding delivered but unacknowledged episodes: the restarted
+    trainer re-reads them from its pending entries and trains on them. Nothing is re-issued (the
+    stall timeout is far off), so no lost episode is papered over by playing it again."""
     trainer = stack.start("trainer", "trainer")
     stack.start("w0", "simulator")
     stack.start("w1", "simulator")
     stack.wait_for_version(1)
-    # Kill it while it holds delivered-but-unacked episodes of the iteration in progress.
-    deadline = time.monotonic() + TIMEOUT_S
-    while stack.transport.client.xpending(stack.transport.keys.experience, "trainer")["pending"] < 2:
-        assert time.monotonic() < deadline, "the trainer never held pending experience"
-        time.sleep(0.02)
+    unacked = pause_mid_collection(stack.transport, trainer)
     trainer.send_signal(signal.SIGKILL)
     trainer.wait()
     stack.start("trainer", "trainer")  # resumes: weights, optimizer and unacked experience
@@ -135,21 +213,30 @@ def test_trainer_restart_resumes_from_the_latest_version(stack: Stack):
     assert_finished_run(stack.store)
     assert "resuming from model version" in stack.text("trainer")
     assert_coach_csv_matches_the_episode_log(stack.store)  # resumed: no row lost or counted twice
-    assert_accounting_adds_up(stack.store, stack.transport, consumed=None)  # a kill between publish and ack
+    # Every episode trained on exactly once, the re-read ones included (a lost one would have been
+    # re-issued after the stall timeout and its entry dropped as stale at the end).
+    assert_accounting_adds_up(stack.store, stack.transport, reissued=0)
+    assert unacked, "the trainer held no unacknowledged experience at the kill"
 
 
 def test_sigterm_stops_a_worker_gracefully(stack: Stack):
-    """A stopped worker exits 0 and hands its unfinished episodes back (no stall timeout needed)."""
+    """A stopped worker exits 0 and hands its unfinished episodes' tickets back at once: the other
+    worker plays them with no re-issue (the stall timeout is far off)."""
+    stack.transport.register_worker("w0")  # w0 is worker 0 (the evaluator); the stopped one is worker 1
     stack.start("trainer", "trainer")
-    stack.start("w0", "simulator")
-    worker = stack.start("w1", "simulator")
-    stack.wait_for_version(1)
+    worker = stack.start("w1", "simulator")  # alone: every claimed ticket of version 0 is its
+    held = pause_holding_tickets(stack.transport, worker)
     worker.send_signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGCONT)
     assert worker.wait(timeout=60) == 0
     assert "signal 15: finishing the current step" in stack.text("w1")
+    # Its last step may have finished an episode (shipped); the tickets of the others came back.
+    assert tickets_claimed(stack.transport, 0) == stack.transport.accounting()["produced"], \
+        f"held {held} tickets at SIGTERM, not all handed back:\n{stack.log('w1')}"
+    stack.start("w0", "simulator")
     stack.wait_all(["trainer", "w0"])
     assert_finished_run(stack.store, versions_per_worker=1)
-    assert_accounting_adds_up(stack.store, stack.transport)
+    assert_accounting_adds_up(stack.store, stack.transport, reissued=0)
 
 
 @contextmanager
@@ -183,6 +270,9 @@ def test_redis_restart_mid_run(tmp_path: Path, run_id: str):
             s.start("w0", "simulator")
             s.start("w1", "simulator")
             s.wait_for_version(1)
+            # Gone while the trainer holds delivered, unacknowledged episodes and workers hold tickets.
+            pause_mid_collection(s.transport, s.procs["trainer"])
+            s.procs["trainer"].send_signal(signal.SIGCONT)
             server.terminate()
             server.wait()
             time.sleep(2)  # everybody sees Redis gone and backs off
@@ -190,7 +280,9 @@ def test_redis_restart_mid_run(tmp_path: Path, run_id: str):
                 s.wait_all(["trainer", "w0", "w1"])
                 assert_finished_run(s.store)
                 assert "retrying" in s.text("trainer") + s.text("w0") + s.text("w1")
-                assert_accounting_adds_up(s.store, s.transport)
+                # The append-only file kept the stream, its pending entries and the tickets: nothing
+                # had to be played again.
+                assert_accounting_adds_up(s.store, s.transport, reissued=0)
         finally:
             s.kill_all()
 
@@ -280,7 +372,7 @@ def test_poison_is_dropped_counted_and_logged_once_per_kind(stack: Stack):
     stack.start("w1", "simulator")
     stack.wait_all(["trainer", "w0", "w1"])
     assert_finished_run(stack.store)
-    counts = assert_accounting_adds_up(stack.store, stack.transport)
+    counts = assert_accounting_adds_up(stack.store, stack.transport, reissued=0)
     assert (counts["dropped_corrupt"], counts["dropped_oversize"], counts["dropped_invalid"]) == (2, 2, 6)
     log = stack.text("trainer")
     for reason in ("corrupt", "oversize", "invalid"):
@@ -347,4 +439,32 @@ def test_retention_bounds_disk_across_a_trainer_restart(tmp_path: Path, redis_ur
     assert len(with_weights) <= 5 and set(with_weights) == {9, 10, 11, 12, best}, with_weights
     assert [k for k in objects if k.endswith("/optimizer.pt")] == ["model/12/optimizer.pt"]
     assert stack.store.list_versions() == with_weights  # no half-deleted version left listed
+    assert_accounting_adds_up(stack.store, stack.transport, consumed=None, reissued=0)
+
+
+def test_async_trains_on_episodes_one_version_old(tmp_path: Path, redis_url: str, run_id: str):
+    """Async: episodes played with the previous version (MAX_STALENESS 1) are trained on, older ones
+    are dropped as stale. Forced: 2 iterations' worth of version-0 episodes wait in the stream
+    before any worker plays, so iteration 1 starts with a full quota of episodes one version old."""
+    base = tiny_run_files()
+    # no evaluation: the trainer would wait the stall timeout for a worker 0 before any worker runs
+    files = RunFiles(base.settings.model_copy(update={"schedule": "async", "min_eval_trials": 0}), base.metadata,
+                     base.hyperparameters, base.reward_source)
+    stack = Stack(tmp_path, run_id, redis_url, files)
+    try:
+        stack.start("trainer", "trainer")
+        stack.wait_for_version(0)
+        for episode in range(2 * EPISODES_PER_ITERATION):
+            assert stack.transport.push_experience(honest_experience(run_id, 0, 1000 + episode)) is not None
+        stack.wait_for_version(2)  # both iterations trained on the injected episodes alone
+        stack.start("w0", "simulator")
+        stack.start("w1", "simulator")
+        stack.wait_all(["trainer", "w0", "w1"])
+    finally:
+        stack.kill_all()
+    assert stack.store.list_versions() == list(range(ITERATIONS + 1)) and stack.store.is_done()
+    for iteration in (0, 1):
+        rows = rows_of(stack.store, iteration)
+        assert [(r["worker_id"], r["model_version"]) for r in rows] == [("injected", "0")] * EPISODES_PER_ITERATION
+    assert all(0 <= int(r["iteration"]) - int(r["model_version"]) <= 1 for r in episode_rows(stack.store))
     assert_accounting_adds_up(stack.store, stack.transport, consumed=None)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -19,7 +20,8 @@ from hotlap.seed import seed_store
 from shared.config import Hyperparameters, ModelMetadata, RunSettings
 from shared.deepracer_logs import STATUS_LABELS
 from shared.run_files import RunFiles
-from shared.store import ModelStore, open_store
+from shared.store import ModelStore, ObjectNotFound, StoreError, open_store
+from shared.transport import TRAINER_GROUP, RunTransport
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +99,49 @@ def assert_finished_run(store: ModelStore, worker_names: set[str] | None = None,
         assert len(versions) >= versions_per_worker, f"{worker} acted with versions {versions} only"
 
 
+def assert_every_episode_consumed(store: ModelStore, transport: RunTransport | None = None) -> None:
+    """A run without faults: every episode trained on was acknowledged and counted as consumed
+    (logs/accounting.json), every other one produced was dropped as stale because a re-issued
+    ticket had it played twice, and Redis holds no entry, delivered or not."""
+    counts = json.loads(store.get_text("logs/accounting.json"))
+    dropped = {k: v for k, v in counts.items() if k.startswith("dropped_") and v}
+    assert counts["consumed"] == len(episode_rows(store)), counts
+    assert counts["produced"] == counts["consumed"] + sum(dropped.values()), counts
+    assert set(dropped) <= {"dropped_stale"} and dropped.get("dropped_stale", 0) <= counts["reissued"], counts
+    if transport is not None:
+        assert transport.backlog() == 0
+        assert transport.client.xpending(transport.keys.experience, TRAINER_GROUP)["pending"] == 0
+
+
+class PointerWatcher(threading.Thread):
+    """Reads `model/latest.json` over and over while a run goes on: whenever it names a version,
+    that version's manifest and weights must already be readable and match their sha256 (the
+    pointer is written last). Observed from outside, with no reliance on object timestamps."""
+
+    def __init__(self, store: ModelStore):
+        super().__init__(daemon=True)
+        self.store, self.done = store, threading.Event()
+        self.seen: set[int] = set()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                version = self.store.latest_version()
+                if version is not None:
+                    self.store.load_version(version)
+                    self.seen.add(version)
+            except (ObjectNotFound, StoreError) as e:
+                self.errors.append(f"latest.json named a version not (fully) written: {e}")
+            time.sleep(0.01)
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join()
+        assert not self.errors, self.errors[:3]
+        assert self.seen == set(range(ITERATIONS + 1)), f"saw versions {sorted(self.seen)} only"
+
+
 def assert_deepracer_utils_reads(filehandler, store: ModelStore) -> None:
     """deepracer-utils (the community's analysis library) sees the episodes the trainer consumed."""
     from deepracer.logs import DeepRacerLog
@@ -119,7 +164,9 @@ def test_trainer_and_two_workers_over_redis_and_s3(
     redis_url: str, s3_endpoint: str, s3_store_url: str, run_id: str, tmp_path: Path
 ):
     store = ModelStore(open_store(s3_store_url, s3_endpoint))
-    seed_store(store, tiny_run_files())
+    nonce = seed_store(store, tiny_run_files()).nonce
+    watcher = PointerWatcher(ModelStore(open_store(s3_store_url, s3_endpoint)))
+    watcher.start()
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("trainer", "w0", "w1")}  # noqa: SIM115
     procs = {
         name: subprocess.Popen(
@@ -135,6 +182,7 @@ def test_trainer_and_two_workers_over_redis_and_s3(
     try:
         for proc in procs.values():
             proc.wait(timeout=max(1, deadline - time.monotonic()))
+        watcher.finish()
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -145,10 +193,7 @@ def test_trainer_and_two_workers_over_redis_and_s3(
     for name, proc in procs.items():
         assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{output[name]}"
     assert_finished_run(store, {"e2e-w0", "e2e-w1"})
-    # The pointer is written after the files of the version it names.
-    objects = store.objects.client.list_objects_v2(Bucket=store.objects.bucket, Prefix=store.objects.prefix)
-    stamps = {o["Key"].split("/", 1)[1]: o["LastModified"] for o in objects["Contents"]}
-    assert all(stamps["model/latest.json"] >= stamps[k] for k in stamps if k.startswith(f"model/{ITERATIONS}/"))
+    assert_every_episode_consumed(store, RunTransport.from_url(redis_url, run_id, nonce=nonce))
 
     from deepracer.logs import S3FileHandler
 
@@ -189,6 +234,7 @@ def test_hotlap_train_on_the_local_folder_store(tmp_path: Path):
     assert "finished" in result.stdout
     store = ModelStore(open_store(f"file://{tmp_path / 'runs' / 'local-e2e'}"))
     assert_finished_run(store)
+    assert_every_episode_consumed(store)
     files = store.objects.list()
     assert any(f.endswith("training-simtrace/0-iteration.csv") for f in files), files
     assert "metrics/TrainingMetrics.json" in files and "metrics/TrainingMetrics_1.json" in files

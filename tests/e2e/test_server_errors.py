@@ -6,6 +6,7 @@ instead of retrying forever."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,7 +88,10 @@ def test_wrong_redis_password(tmp_path: Path):
             assert "not-the-password" not in output
 
 
-def test_redis_gone_past_the_give_up_time(tmp_path: Path):
+@pytest.mark.parametrize("how", ["stopped", "hung"])
+def test_redis_gone_past_the_give_up_time(tmp_path: Path, how: str):
+    """`stopped`: the server exits, connections are refused at once. `hung`: the server is
+    SIGSTOPped, connections stay open and every call runs into the socket timeout instead."""
     store_url = f"file://{tmp_path / 'store'}"
     nonce = seed_store(ModelStore(open_store(store_url)), tiny_run_files()).nonce
     with private_redis() as (server, port):
@@ -100,8 +104,15 @@ def test_redis_gone_past_the_give_up_time(tmp_path: Path):
             assert time.monotonic() < deadline and all(p.poll() is None for p, _ in procs), \
                 [log.read_text()[-2000:] for _, log in procs]
             time.sleep(0.2)
-        server.terminate()
-        server.wait()
-        for proc, log in procs:
-            line = the_error_line(finish(proc, log), proc.returncode)
-            assert url in line and "giving up" in line
+        if how == "stopped":
+            server.terminate()
+            server.wait()
+        else:
+            server.send_signal(signal.SIGSTOP)
+        try:
+            for proc, log in procs:
+                line = the_error_line(finish(proc, log), proc.returncode)
+                assert url in line and "giving up" in line
+                assert ("timed out" if how == "hung" else "unreachable") in line, line
+        finally:
+            server.send_signal(signal.SIGCONT)

@@ -4,9 +4,12 @@ time), permanent ones fail at once with one line naming the server, password red
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ from botocore.config import Config
 
 from shared.service import ServerError, ServiceLoop
 from shared.store import LocalStore, ModelStore, S3Store
-from shared.transport import RunTransport
+from shared.transport import RunTransport, redis_from_url
 from tests.conftest import S3Credentials, private_redis
 
 GIVE_UP_S = 1.0
@@ -97,6 +100,44 @@ def test_redis_gone_past_the_give_up_time_fails_naming_the_url():
         with pytest.raises(ServerError, match="giving up") as info:
             loop(transport).retrying("pinging", call)
     assert f"redis://127.0.0.1:{port}/0" in str(info.value) and len(calls) > 1
+
+
+@contextmanager
+def stopped(server: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The server SIGSTOPped: connections stay open and nothing ever answers (a hung host, a
+    paused VM, a partition that drops packets): every call runs into the socket timeout."""
+    server.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        server.send_signal(signal.SIGCONT)
+
+
+def test_redis_that_stops_answering_past_the_give_up_time_fails_naming_the_url():
+    with private_redis() as (server, port):
+        url = f"redis://127.0.0.1:{port}/0"
+        transport = RunTransport(redis_from_url(url, socket_timeout=0.3), "r")
+        transport.ping()
+        call, calls = counted(transport.ping)
+        with stopped(server), pytest.raises(ServerError, match="giving up") as info:
+            loop(transport).retrying("pinging", call)
+    assert url in str(info.value) and "timed out" in str(info.value) and len(calls) > 1
+
+
+def test_redis_that_stops_answering_for_a_while_is_waited_out():
+    """Timeouts are transient: the call is retried until the server answers again."""
+    with private_redis() as (server, port):
+        transport = RunTransport(redis_from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.3), "r")
+        transport.announce_version(4)
+        call, calls = counted(transport.latest_version)
+        with stopped(server):
+            resume = threading.Timer(2.0, server.send_signal, (signal.SIGCONT,))
+            resume.start()
+            try:
+                assert loop(transport, give_up_s=60).retrying("reading the version", call) == 4
+            finally:
+                resume.cancel()
+        assert len(calls) > 1, "the server answered before it was stopped"
 
 
 def s3_store(endpoint: str, bucket: str, key_id: str = "hotlap-test", secret: str = "hotlap-test-secret") -> ModelStore:

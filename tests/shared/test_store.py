@@ -93,21 +93,25 @@ def test_bad_store_urls():
         open_store("s3:///prefix")
 
 
-class RecordingStore(LocalStore):
-    """A real local store that remembers the order of writes."""
+class RecordingStore:
+    """A real store (local or S3) that remembers the order of its writes: the order a reader
+    polling the store would see them appear, with no reliance on object timestamps."""
 
-    def __init__(self, root):
-        super().__init__(root)
+    def __init__(self, inner: LocalStore | S3Store):
+        self.inner, self.url = inner, inner.url
         self.writes: list[str] = []
 
     def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)  # returns once the server stored it: readable from here on
         self.writes.append(key)
-        super().put(key, data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
 
-def test_publish_order_files_then_manifest_then_pointer(tmp_path):
-    objects = RecordingStore(tmp_path)
-    ModelStore(objects).publish_version(5, b"w", {}, optimizer=b"o")
+def test_publish_order_files_then_manifest_then_pointer(store: ModelStore):
+    objects = RecordingStore(store.objects)  # type: ignore[arg-type]
+    ModelStore(objects).publish_version(5, b"w", {}, optimizer=b"o")  # type: ignore[arg-type]
     assert objects.writes == [
         "model/5/policy.safetensors",
         "model/5/optimizer.pt",

@@ -1,5 +1,6 @@
 """Against a real redis-server (see conftest)."""
 
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,7 @@ import pytest
 
 from hotlap.redis_server import find_redis_server
 from shared.experience import Experience
-from shared.transport import RunTransport, TransportError
+from shared.transport import RunTransport, TransportError, redis_from_url
 
 
 def experience(version: int, episode: int = 0) -> Experience:
@@ -114,6 +115,17 @@ def test_unreachable_server_raises_transport_error_quickly():
     with pytest.raises(TransportError, match="unreachable"):
         transport.latest_version()
     assert time.monotonic() - started < 30
+
+
+def test_a_server_that_never_answers_times_out_as_a_transient_error():
+    """A listening socket that accepts connections (the kernel's backlog) and never replies: the
+    call ends at the socket timeout with a transient "timed out" error, not a hang."""
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as silent:
+        port = silent.getsockname()[1]
+        transport = RunTransport(redis_from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.5), "x")
+        with pytest.raises(TransportError, match="timed out") as info:
+            transport.latest_version()
+    assert info.value.transient and f"redis://127.0.0.1:{port}/0" in str(info.value)
 
 
 def test_client_recovers_after_redis_restart(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import threading
@@ -11,13 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
+import torch
 
 from hotlap.seed import seed_store
 from shared.config import Hyperparameters, ModelMetadata, RunSettings, TrainerConfig
 from shared.experience import Experience
+from shared.networks import architecture, state_to_bytes
 from shared.run_files import RunFiles
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport
+from trainer.ppo import PPOSettings, make_optimizer
 from trainer.service import TrainerService
 
 METADATA = {
@@ -160,3 +165,51 @@ def test_tickets_of_a_version_close_when_the_trainer_moves_on(
     transport.reissue_tickets(0, 1)
     assert transport.claim_ticket(0) <= 0
     assert not transport.client.exists(transport.keys.tickets(0))
+
+
+def test_a_restarted_trainer_holds_the_published_weights_and_optimizer_state(
+    tmp_path: Path, redis_url: str, run_id: str, transport: RunTransport
+):
+    """Resume: the policy a restarted trainer trains on is the latest version's, tensor by tensor,
+    and so is its Adam state (moments and step counts) — not the seed's fresh initialisation."""
+    base = run_files(episodes=3)
+    files = RunFiles(base.settings.model_copy(update={"max_iterations": 2, "min_eval_trials": 0}), base.metadata,
+                     base.hyperparameters, base.reward_source)
+    store = ModelStore(open_store(f"file://{tmp_path}"))
+    transport = transport.for_run(seed_store(store, files).nonce)
+    # Version 2 as a trainer that trained twice would have left it: weights away from any seed's
+    # initialisation, an optimizer that has taken steps.
+    torch.manual_seed(1234)
+    trained = files.build_policy()
+    optimizer = make_optimizer(trained, PPOSettings.from_hyperparameters(files.hyperparameters.model_dump()))
+    for _ in range(2):
+        optimizer.zero_grad()
+        sum((p.float() ** 2).sum() for p in trained.parameters()).backward()
+        optimizer.step()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p))
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    manifest = {"run_id": run_id, "format": "safetensors", **architecture(trained)}
+    store.publish_version(2, state_to_bytes(trained), manifest, buffer.getvalue())
+    config = TrainerConfig(HOTLAP_RUN_ID=run_id, HOTLAP_REDIS_URL=redis_url, HOTLAP_STORE_URL=f"file://{tmp_path}",
+                           HOTLAP_DEVICE="cpu")
+
+    service = TrainerService(config, transport, store)
+    assert service.run() == 0  # resumes at version 2 = max_iterations: nothing left to train
+
+    published = store.load_version(2, with_optimizer=True)
+    weights = safetensors.torch.load(published.weights)
+    resumed = service.policy.state_dict()
+    assert resumed.keys() == weights.keys()
+    for name, tensor in weights.items():
+        assert torch.equal(resumed[name], tensor), f"{name} differs from model/2's"
+    assert published.optimizer is not None
+    saved = torch.load(io.BytesIO(published.optimizer), weights_only=True)
+    state = service.optimizer.state_dict()
+    assert state["param_groups"] == saved["param_groups"]
+    assert state["state"].keys() == saved["state"].keys() and saved["state"]
+    for index, entries in saved["state"].items():
+        for key, value in entries.items():
+            assert torch.equal(state["state"][index][key], value), f"optimizer state {index}/{key} differs"

@@ -75,6 +75,13 @@ def tickets_claimed(transport: RunTransport, version: int) -> int:
     return int(transport.client.hget(transport.keys.tickets(version), "claimed") or 0)
 
 
+def reserve_worker_zero(transport: RunTransport) -> None:
+    """Index 0 (the evaluator) is w0's, started later: the victim started now becomes worker 1.
+    Held by a heartbeat that outlasts the test, as a live w0 would hold it."""
+    assert transport.register_worker("w0") == 0
+    transport.heartbeat("w0", {"reserved": "by the test"}, ttl_s=2 * TIMEOUT_S)
+
+
 def pause_holding_tickets(transport: RunTransport, worker: subprocess.Popen[bytes], version: int = 0) -> int:
     """SIGSTOP `worker`, the only worker playing `version`, at a moment it holds tickets: claimed
     tickets of episodes it has not pushed yet. Returns how many (> 0); the worker stays stopped."""
@@ -177,7 +184,7 @@ def rows_of(store: ModelStore, iteration: int) -> list[dict[str, str]]:
 def test_killed_worker_episodes_are_played_by_the_others(stack: Stack):
     """kill -9 of a worker that holds tickets: the trainer re-issues exactly those tickets once no
     experience arrives for the stall timeout, and another worker plays them."""
-    stack.transport.register_worker("w0")  # w0 is worker 0 (the evaluator); the victim is worker 1
+    reserve_worker_zero(stack.transport)  # w0 is worker 0 (the evaluator); the victim is worker 1
     stack.start("trainer", "trainer", HOTLAP_STALL_TIMEOUT_S=REISSUE_STALL_S)
     victim = stack.start("w1", "simulator")  # alone: every claimed ticket of version 0 is the victim's
     held = pause_holding_tickets(stack.transport, victim)
@@ -222,7 +229,7 @@ def test_trainer_restart_resumes_from_the_latest_version(stack: Stack):
 def test_sigterm_stops_a_worker_gracefully(stack: Stack):
     """A stopped worker exits 0 and hands its unfinished episodes' tickets back at once: the other
     worker plays them with no re-issue (the stall timeout is far off)."""
-    stack.transport.register_worker("w0")  # w0 is worker 0 (the evaluator); the stopped one is worker 1
+    reserve_worker_zero(stack.transport)  # w0 is worker 0 (the evaluator); the stopped one is worker 1
     stack.start("trainer", "trainer")
     worker = stack.start("w1", "simulator")  # alone: every claimed ticket of version 0 is its
     held = pause_holding_tickets(stack.transport, worker)

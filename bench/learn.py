@@ -120,11 +120,11 @@ def train(case: Case, args: argparse.Namespace, runs: Path) -> tuple[Path, float
     try:
         code = proc.wait(timeout=args.budget_s)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)  # as Ctrl-C: the trainer and workers stop, the store keeps the versions
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the trainer publishes what it trained, the store keeps it
         try:
             code = proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGINT)  # a second Ctrl-C: stop at once
             code = proc.wait()
     finally:
         log.close()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hotlap.progress import ProgressDisplay, format_metrics
-from hotlap.redis_server import redis_server
+from hotlap.redis_server import die_with_parent, redis_server
 from hotlap.seed import seed_store
 from shared.config import REDIS_MAXMEMORY_BYTES, ServiceConfig, redact_url
 from shared.run_files import RunFiles
@@ -69,7 +69,8 @@ def _spawn(module: str, env: dict[str, str], log_path: Path | None) -> subproces
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_parent)  # a killed hotlap train leaves no service behind
     finally:
         signal.signal(signal.SIGINT, previous)
 

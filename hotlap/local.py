@@ -8,6 +8,7 @@ trainer and N simulator workers as separate processes — the same `python -m tr
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -66,7 +67,8 @@ def _spawn(module: str, env: dict[str, str], log_path: Path | None) -> subproces
     """Starts a service with SIGINT ignored (an ignored signal survives exec; shared.service keeps it
     so): the terminal's Ctrl-C reaches the whole process group, and only `hotlap train` acts on it,
     by sending each service one SIGTERM (two Ctrl-C: two SIGTERM, which stops them at once)."""
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    # Appended: a resumed run keeps the earlier sessions' lines (and the reason it stopped).
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -117,11 +119,37 @@ def _kl(progress: dict[str, str]) -> dict[str, float | str]:
             "epochs": f"{float(progress.get('epochs', 0)):.0f}{stopped}"}
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Ctrl-C, `kill`, `timeout` and a closed terminal all stop a run the same graceful way. SIGINT is
+    handled even when inherited as ignored (a script's `cmd &`): `hotlap train` is the one that acts
+    on it, for the services it starts."""
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def train_locally(run: LocalRun, files: RunFiles) -> int:
     """Returns 0 when the run finished and the trainer and every worker exited 0; 1 otherwise
     (a failed run too: its processes exit 0, see docs/architecture.md "Failure is visible").
     Raises SeedError when the store holds a run with other files and `run.overwrite` is off, and
-    ConfigError naming every bad run id, store, endpoint or Redis URL before anything starts."""
+    ConfigError naming every bad run id, store, endpoint or Redis URL before anything starts.
+    SIGINT, SIGTERM and SIGHUP stop it gracefully (see _stop_signals_interrupt)."""
+    with _stop_signals_interrupt():
+        return _train_locally(run, files)
+
+
+def _train_locally(run: LocalRun, files: RunFiles) -> int:
     _check_service_settings(run)
     store = ModelStore(open_store(run.store_url, run.s3_endpoint_url))
     seeded = seed_store(store, files, overwrite=run.overwrite)
@@ -228,6 +256,8 @@ def _summary(run: LocalRun, store: ModelStore, codes: list[int], failure: str, e
         print(f"  process logs:   {run.log_dir}")
     if failure:
         print(f"  FAILED:         {failure}")
+    elif not store.is_done():  # stopped: the same command, with the same files, goes on from `latest`
+        print(f"  to resume:      hotlap {shlex.join(sys.argv[1:])}")
     for error in errors[:5]:
         if not failure or failure not in error:
             print(f"  error:          {error}")

@@ -45,14 +45,35 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_ctrl_c_stops_the_services_against_a_live_redis_and_leaves_nothing_running(tmp_path: Path) -> None:
+def train_command(tmp_path: Path) -> list[str]:
     hp = tmp_path / "hyperparameters.json"
     hp.write_text(json.dumps(HYPERPARAMETERS))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLAP_")} | {"PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hotlap", "train", "--workers", "1", "--cars-per-worker", "2", "--run-id", "r",
-         "--runs-dir", str(tmp_path / "runs"), "--hyperparameters", str(hp), "--max-steps", "40"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env, start_new_session=True)
+    return [sys.executable, "-m", "hotlap", "train", "--workers", "1", "--cars-per-worker", "2", "--run-id", "r",
+            "--runs-dir", str(tmp_path / "runs"), "--hyperparameters", str(hp), "--max-steps", "40"]
+
+
+def environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOTLAP_")} | {"PYTHONPATH": str(REPO)}
+
+
+# (the signal, sent to the whole group or to hotlap train alone, SIGINT ignored when it started)
+STOPS = {
+    "ctrl-c": (signal.SIGINT, True, False),  # a terminal's Ctrl-C: the whole foreground group
+    "kill": (signal.SIGTERM, False, False),  # `kill PID`, `timeout`
+    "hangup": (signal.SIGHUP, False, False),  # the terminal or SSH session closed
+    "ctrl-c-background": (signal.SIGINT, True, True),  # started by a script with `&`: SIGINT inherited ignored
+}
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_stop_signal_stops_the_services_against_a_live_redis_and_leaves_nothing_running(
+        tmp_path: Path, stop: str) -> None:
+    signum, to_group, sigint_ignored = STOPS[stop]
+    command = train_command(tmp_path)
+    if sigint_ignored:
+        command = ["bash", "-c", "trap '' INT; exec \"$@\"", "bash", *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env=environment(), start_new_session=True)
     store = ModelStore(open_store(f"file://{tmp_path / 'runs' / 'r'}"))
     try:
         deadline = time.monotonic() + 300
@@ -62,7 +83,10 @@ def test_ctrl_c_stops_the_services_against_a_live_redis_and_leaves_nothing_runni
         started = children(proc.pid)
         assert any("redis-server" in command_line(pid) for pid in started), [command_line(p) for p in started]
         assert any("-m trainer" in command_line(pid) for pid in started)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        if to_group:
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
         output, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -70,11 +94,21 @@ def test_ctrl_c_stops_the_services_against_a_live_redis_and_leaves_nothing_runni
     assert "interrupted" in output, output[-3000:]
     # Each service had exactly one stop request (a second one exits at once, with 1) and finished its step.
     assert "exit codes:     trainer 0, workers [0]" in output, output[-3000:]
+    assert "to resume:" in output
     # Redis outlived them: nobody saw it vanish and retried.
     for log in (tmp_path / "runs" / "r" / "logs" / "processes").glob("*.log"):
         text = log.read_text()
         assert "retrying" not in text and "Connection refused" not in text, f"{log.name}:\n{text[-3000:]}"
     assert not [pid for pid in started if alive(pid)], "a process hotlap train started outlived it"
+
+
+def test_a_resumed_run_appends_to_its_process_logs(tmp_path: Path) -> None:
+    """The first session's lines (and why it stopped) survive a resume."""
+    run = [*train_command(tmp_path)[:-2], "--max-steps", "40", "--max-iterations", "1"]
+    for _ in range(2):
+        subprocess.run(run, capture_output=True, timeout=300, cwd=REPO, env=environment(), check=True)
+    log = (tmp_path / "runs" / "r" / "logs" / "processes" / "trainer.log").read_text()
+    assert log.count("run r is already done") == 1 and log.index("run r is already done") > log.index("run r done")
 
 
 def test_a_killed_hotlap_train_takes_redis_and_its_services_with_it(tmp_path: Path) -> None:

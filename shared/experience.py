@@ -338,8 +338,10 @@ class ExperienceSpec:
             raise InvalidExperience(f"a reward of {np.abs(exp.rewards).max():g} is outside [-1e5, 1e5]")
         if self.action_kind == "discrete" and exp.log_probs.max() > 1e-3:
             raise InvalidExperience(f"log_prob {exp.log_probs.max():g} > 0 for a discrete action")
-        if not (math.isfinite(exp.progress) and 0.0 <= exp.progress <= 100.0):
-            raise InvalidExperience(f"progress {exp.progress} is outside [0, 100]")
+        # DeepRacer's compute_current_prog reads a car that reversed over its start line as negative
+        # (deepracer-formats.md §1.1 `progress`; simulator.env._progress_of): such episodes are real experience.
+        if not (math.isfinite(exp.progress) and -100.0 <= exp.progress <= 100.0):
+            raise InvalidExperience(f"progress {exp.progress} is outside [-100, 100]")
         if not (math.isfinite(exp.elapsed_s) and exp.elapsed_s >= 0.0):
             raise InvalidExperience(f"elapsed_s {exp.elapsed_s} is not a time")
         self._check_episode_fields(exp, steps)

@@ -252,6 +252,18 @@ def test_driving_the_wrong_way_is_reversed() -> None:
     assert all(b < a for a, b in zip(progress[:-1], progress[1:], strict=True))
 
 
+def test_reversing_over_the_start_line_reads_negative_progress() -> None:
+    """DeepRacer's compute_current_prog (deepracer-formats.md §1.1 `progress`): 0.5% of the lap behind
+    the start, coming from 0.5% ahead, is -0.5, not 99.5; the trainer's intake admits such episodes."""
+    track = circle_track(radius=3.0, width=1.6)
+    env = VectorRacingEnv(track, 1, LIDAR_ONLY, Recorder())
+    env.reset()
+    start = env._start_distance[0]
+    env._prev_progress[0] = 0.5
+    behind = np.array([(start - 0.005 * track.length) % track.length])
+    assert env._progress_of(np.array([0]), behind)[0] == pytest.approx(-0.5)
+
+
 def test_a_car_that_cannot_move_is_immobilized() -> None:
     env = VectorRacingEnv(circle_track(), 1, LIDAR_ONLY, Recorder(), car_params=CarParams(min_speed=0.0))
     env.reset()

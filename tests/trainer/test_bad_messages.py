@@ -106,7 +106,7 @@ MESSAGE_CASES: dict[str, tuple[Callable[[Experience], Fields], str, str]] = {
     "message-other-run": (_array_edit(lambda e: setattr(e, "run_id", "someone-else")), "invalid",
                           "run_id 'someone-else', expected 'fuzz-run'"),
     "message-progress": (_array_edit(lambda e: setattr(e, "progress", 250.0)), "invalid",
-                         "progress 250.0 is outside [0, 100]"),
+                         "progress 250.0 is outside [-100, 100]"),
     "message-stale-version": (_array_edit(lambda e: setattr(e, "model_version", 1)), "stale",
                               "model version 1, training on 2..2"),
 }

@@ -59,7 +59,7 @@ def honest_experience(seed: int, steps: int) -> Experience:
         values=rng.normal(0, 1, steps).astype(np.float32),
         rewards=rng.uniform(-1, 1, steps).astype(np.float32),
         terminated=bool(rng.integers(2)), bootstrap_value=float(rng.normal()), status="off_track",
-        progress=float(rng.uniform(0, 100)), elapsed_s=1.0,
+        progress=float(rng.uniform(-100, 100))  # negative: reversed over the start, elapsed_s=1.0,
     )
 
 

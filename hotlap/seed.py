@@ -6,6 +6,7 @@ input at all. Every problem is reported before anything starts, naming the file 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,8 @@ REWARD_FILE = "reward_function.py"
 METADATA_FILE = "model_metadata.json"
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 
+log = logging.getLogger(__name__)
+
 
 class SeedError(ValueError):
     """The user's files can't start a run; the message lists every problem found."""
@@ -50,6 +53,19 @@ class UserFiles:
             return cls()
         if not folder.is_dir():
             raise SeedError(f"custom files folder {folder} does not exist")
+
+        expected = (REWARD_FILE, METADATA_FILE, HYPERPARAMETERS_FILE)
+        not_files = [str(folder / name) for name in expected if (folder / name).exists()
+                     and not (folder / name).is_file()]
+        if not_files:
+            raise SeedError(f"{', '.join(not_files)}: not a file")
+        missing = [name for name in expected if not (folder / name).is_file()]
+        # A misspelt name would silently train on the default file: say which files are defaults,
+        # and name the folder's other .py/.json files (DeepRacer's custom_files holds exactly these three).
+        others = sorted(p.name for p in folder.iterdir() if p.suffix in (".py", ".json") and p.name not in expected)
+        if missing and others:
+            log.warning("%s: no %s, so hotlap's default%s used; the folder also holds %s (misspelt?)", folder,
+                        " or ".join(missing), " is" if len(missing) == 1 else "s are", ", ".join(others))
 
         def pick(name: str) -> Path | None:
             path = folder / name

@@ -44,3 +44,27 @@ def test_files_that_cannot_be_read_are_reported_with_every_other_problem(tmp_pat
     for name in ("missing_reward.py: cannot read", "missing_hp.json: cannot read", f"{broken} is invalid",
                  "nan_track.npy: not a readable .npy array"):
         assert name in message
+
+
+def test_a_misspelt_custom_file_is_named_with_the_default_it_leaves_in_use(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "reward_fuction.py").write_text("def reward_function(params):\n    return 5.0\n")
+    (tmp_path / "model_metadata.json").write_text("{}")
+    with caplog.at_level("WARNING"):
+        files = UserFiles.from_folder(tmp_path)
+    assert files.reward_function is None and files.model_metadata == tmp_path / "model_metadata.json"
+    assert "no reward_function.py or hyperparameters.json, so hotlap's defaults are used" in caplog.text
+    assert "reward_fuction.py (misspelt?)" in caplog.text
+
+
+def test_a_folder_holding_the_three_files_says_nothing_and_a_directory_in_a_file_s_place_is_refused(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("reward_function.py", "model_metadata.json", "hyperparameters.json", "notes.json"):
+        (tmp_path / name).write_text("{}")
+    with caplog.at_level("WARNING"):
+        UserFiles.from_folder(tmp_path)
+    assert not caplog.text  # nothing defaulted: other files are the racer's business
+    (tmp_path / "reward_function.py").unlink()
+    (tmp_path / "reward_function.py").mkdir()
+    with pytest.raises(SeedError, match=r"reward_function.py: not a file"):
+        UserFiles.from_folder(tmp_path)

@@ -218,7 +218,8 @@ def seed_store(store: ModelStore, files: RunFiles, *, overwrite: bool = False) -
             raise SeedError(
                 f"{store.url} holds a run with different files; seeding would silently change it:\n"
                 + "\n".join(f"  - {d}" for d in differing)
-                + f"\nUse a new model prefix for a new run, or pass {OVERWRITE_HINT} to delete the run "
+                + "\nStart a new run elsewhere (hotlap train --run-id NEW; compose: a new HOTLAP_MODEL_PREFIX "
+                  f"in .env), or pass {OVERWRITE_HINT} to delete the run "
                   f"there ({len(existing)} objects: models, logs, metrics) and start a new one.")
         store.objects.delete(existing)
     nonce = new_run_nonce()

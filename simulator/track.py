@@ -32,7 +32,6 @@ import io
 import math
 import os
 import re
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,6 +48,17 @@ MIN_DISTINCT_POINTS = 3
 BORDER_TABLE_SPACING = 0.02  # m between centre-line samples of the track-width table
 ROAD_MASK_RESOLUTION = 0.02  # m per texel of the fast on-road raster
 _PROJECTION_CHUNK = 4096  # max points x segments elements per chunk ~ 4096 * N
+# Plausibility limits for a track file, checked before any geometry is built (the rasters of
+# RoadMask and the camera texture grow with the square of the extent). DeepRacer's 127 routes
+# (deepracer-formats.md §8, /work/shared/tracks) span 5.7-24.1 m, have at most 401 rows and roads
+# 0.60-1.45 m wide, with the centre point at most 0.29 widths from the middle of its row's
+# inner and outer points. A 96 m track (Aragon x4) seeds in 3 s using 290 MB; a file in
+# millimetres (x1000) would need a 7.65 GiB raster.
+MIN_TRACK_EXTENT = 1.0  # m
+MAX_TRACK_EXTENT = 100.0  # m
+MAX_TRACK_ROWS = 50_000
+MIN_TRACK_WIDTH = 0.1  # m between a row's inner and outer points
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 class TrackError(ValueError):
@@ -115,14 +125,15 @@ class Track:
         """Validate a DeepRacer ``(N, >=6)`` route array, drop duplicate waypoints, build the Track."""
         where = source or name
         rows = _validated_rows(array, where)
+        _check_distinct_points(rows, where)  # a one-point file is that, not a scale problem
+        _check_extent(rows, where)  # before dropping duplicates: a file in km collapses to one point
         closed = bool(np.array_equal(rows[0], rows[-1]))
-        rows = _drop_consecutive_duplicates(rows, closed)
-        distinct = len(np.unique(rows[:, 0:2], axis=0))
-        if distinct < MIN_DISTINCT_POINTS:
-            raise TrackError(f"{where}: needs at least {MIN_DISTINCT_POINTS} distinct centre points, has {distinct}")
+        file_rows, rows = rows, _drop_consecutive_duplicates(rows, closed)
+        _check_distinct_points(rows, where)
         for label, columns in (("inner border (columns 2-3)", slice(2, 4)),
                                ("outer border (columns 4-5)", slice(4, 6))):
             _check_not_self_crossing(rows[:, columns], closed, f"{where}: the {label}")
+        _check_rows_are_roads(file_rows, where)  # after: a crossing border also puts centre points off the road
         return cls(name, rows[:, 0:2].copy(), rows[:, 2:4].copy(), rows[:, 4:6].copy(), closed)
 
     def reversed(self) -> Track:
@@ -400,21 +411,86 @@ def _suggestions(text: str, packaged: Iterable[str]) -> str:
 
 
 def _read_npy(handle: IO[bytes], where: str) -> np.ndarray:
+    """Read one plain numeric .npy array, never unpickling, and refuse by its header (dtype, shape,
+    row count) before numpy allocates anything by the file's claimed size."""
+    start = handle.read(len(_NPY_MAGIC))
+    if start != _NPY_MAGIC:
+        raise TrackError(f"{where}: not a readable .npy array (a .npy file starts with {_NPY_MAGIC!r}, "
+                         f"this one with {start!r})")
+    handle.seek(0)
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:  # 3.0 only differs for non-latin-1 field names, never a numeric track
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
+    except (ValueError, OSError, EOFError) as error:
+        raise TrackError(f"{where}: not a readable .npy array (bad header: {error})") from error
+    if dtype.hasobject:
+        raise TrackError(f"{where}: not a readable .npy array: it holds Python objects (dtype {dtype}), "
+                         "not numbers; hotlap never unpickles a track file")
+    _check_shape(tuple(shape), where)
+    handle.seek(0)
     try:
         array = np.load(handle, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # a "PK" start: numpy reads it as .npz
+    except (ValueError, OSError, EOFError) as error:
         raise TrackError(f"{where}: not a readable .npy array ({error})") from error
     if not isinstance(array, np.ndarray):
         raise TrackError(f"{where}: expected a single array, got {type(array).__name__}")
     return array
 
 
+def _check_shape(shape: tuple[int, ...], where: str) -> None:
+    if len(shape) != 2:
+        raise TrackError(f"{where}: expected a 2-D (N, 6) array, got ndim={len(shape)} shape={shape}")
+    if shape[1] < TRACK_COLUMNS:
+        raise TrackError(f"{where}: expected at least {TRACK_COLUMNS} columns, got shape {shape}")
+    if shape[0] > MAX_TRACK_ROWS:
+        raise TrackError(f"{where}: {shape[0]} rows, more than the {MAX_TRACK_ROWS} hotlap accepts "
+                         "(DeepRacer's tracks have at most 401)")
+
+
+def _check_distinct_points(rows: np.ndarray, where: str) -> None:
+    distinct = len(np.unique(rows[:, 0:2], axis=0))
+    if distinct < MIN_DISTINCT_POINTS:
+        raise TrackError(f"{where}: needs at least {MIN_DISTINCT_POINTS} distinct centre points, has {distinct}")
+
+
+def _check_extent(rows: np.ndarray, where: str) -> None:
+    """Refuse a track whose bounding box is implausible for DeepRacer: usually a file in millimetres
+    or kilometres, whose rasters would be huge or degenerate."""
+    points = rows.reshape(-1, 2)
+    extent = float(np.max(points.max(axis=0) - points.min(axis=0)))
+    if not MIN_TRACK_EXTENT <= extent <= MAX_TRACK_EXTENT:
+        raise TrackError(f"{where}: the track spans {extent:.6g} m, outside the {MIN_TRACK_EXTENT:g}-"
+                         f"{MAX_TRACK_EXTENT:g} m hotlap accepts (DeepRacer's tracks span 5.7-24.1 m); "
+                         "coordinates must be metres")
+
+
+def _check_rows_are_roads(rows: np.ndarray, where: str) -> None:
+    """Each row is a cross-section of the road: inner and outer points at least MIN_TRACK_WIDTH
+    apart, with the centre point between them (within half the width of their middle)."""
+    center, inner, outer = rows[:, 0:2], rows[:, 2:4], rows[:, 4:6]
+    width = np.hypot(*(outer - inner).T)
+    narrow = np.flatnonzero(width < MIN_TRACK_WIDTH)
+    if narrow.size:
+        row = int(narrow[0])
+        raise TrackError(f"{where}: row {row}: the road is {width[row]:.3g} m wide (inner and outer points that "
+                         f"close), less than {MIN_TRACK_WIDTH:g} m; {narrow.size} row(s) like it")
+    off = np.hypot(*(center - (inner + outer) / 2).T)
+    outside = np.flatnonzero(off > width / 2)
+    if outside.size:
+        row = int(outside[0])
+        raise TrackError(f"{where}: row {row}: the centre point is {off[row]:.3g} m from the middle of the "
+                         f"road, outside its {width[row]:.3g} m between the inner and outer points; "
+                         f"{outside.size} row(s) like it")
+
+
 def _validated_rows(array: np.ndarray, where: str) -> np.ndarray:
     array = np.asarray(array)
-    if array.ndim != 2:
-        raise TrackError(f"{where}: expected a 2-D (N, 6) array, got ndim={array.ndim} shape={array.shape}")
-    if array.shape[1] < TRACK_COLUMNS:
-        raise TrackError(f"{where}: expected at least {TRACK_COLUMNS} columns, got shape {array.shape}")
+    _check_shape(array.shape, where)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TrackError(f"{where}: expected numbers, got dtype {array.dtype}")
     rows = array[:, :TRACK_COLUMNS].astype(np.float64)

@@ -30,6 +30,34 @@ def _with(row: int, column: int, value: float) -> np.ndarray:
     return rows
 
 
+def _scaled(factor: float) -> np.ndarray:
+    return load_track_rows("Aragon") * factor  # the widest-spanning DeepRacer track, 24.1 m
+
+
+def load_track_rows(name: str) -> np.ndarray:
+    return np.load(Path(__file__).resolve().parents[2] / "simulator" / "tracks" / f"{name}.npy")
+
+
+def _zero_width() -> np.ndarray:
+    rows = circle_rows()
+    rows[:, 2:4] = rows[:, 0:2]
+    rows[:, 4:6] = rows[:, 0:2]
+    return rows
+
+
+def _centre_off_the_road() -> np.ndarray:
+    rows = circle_rows()
+    rows[:, 0] += 5.0
+    return rows
+
+
+def _huge_header(path: Path) -> None:
+    """A .npy header claiming 10^12 rows (8 TB): refused from the header, nothing allocated."""
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f8", "fortran_order": False,
+                                                      "shape": (10**12, 6)})
+
+
 def _object_array(path: Path) -> None:
     np.save(path, np.array([{"center": [0, 0]}], dtype=object), allow_pickle=True)
 
@@ -44,8 +72,22 @@ TRACK_CASES: dict[str, tuple[np.ndarray | Callable[[Path], None], str]] = {
     "track-inf": (_with(12, 0, np.inf), "non-finite value inf at row 12, column 0"),
     "track-too-few-rows": (circle_rows()[:2], "needs at least 3 rows, has 2"),
     "track-one-point": (np.ones((10, 6)), "needs at least 3 distinct centre points, has 1"),
-    "track-pickle": (_object_array, "not a readable .npy array"),
+    "track-pickle": (_object_array, "not a readable .npy array: it holds Python objects (dtype object)"),
     "track-not-npy": (lambda path: path.write_bytes(b"PK\x03\x04 a zip, not an array"), "not a readable .npy array"),
+    "track-text-file": (lambda path: path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n"),
+                        "not a readable .npy array (a .npy file starts with b'\\x93NUMPY', this one with b'root:x"),
+    "track-in-millimetres": (_scaled(1000), "the track spans 24081.1 m, outside the 1-100 m hotlap accepts "
+                                            "(DeepRacer's tracks span 5.7-24.1 m); coordinates must be metres"),
+    "track-in-micrometres": (_scaled(1e6), "the track spans 2.40811e+07 m, outside the 1-100 m"),
+    "track-in-kilometres": (_scaled(1e-3), "the track spans 0.0240811 m, outside the 1-100 m"),
+    "track-in-nanometres-of-metres": (_scaled(1e-9), "coordinates must be metres"),
+    "track-too-many-rows": (np.zeros((465_000, 6)), "465000 rows, more than the 50000 hotlap accepts"),
+    "track-huge-header": (_huge_header, "1000000000000 rows, more than the 50000 hotlap accepts"),
+    "track-zero-width": (_zero_width(), "row 0: the road is 0 m wide (inner and outer points that close), "
+                                        "less than 0.1 m; 181 row(s) like it"),
+    "track-centre-off-the-road": (_centre_off_the_road(), "row 0: the centre point is 5 m from the middle of "
+                                                          "the road, outside its 1.2 m between the inner and "
+                                                          "outer points"),
     "track-inner-border-crosses-itself": (_swap_rows(slice(2, 4), 50, 51),
                                           "the inner border (columns 2-3) crosses itself: its segment from row 49 "
                                           "to 50 crosses the one from row 51 to 52"),
@@ -67,6 +109,7 @@ def test_seeding_refuses_a_bad_track_file_naming_file_and_problem(tmp_path: Path
         prepare_run_files(UserFiles(), RunSettings(track=str(path)), max_iterations=1)
     message = str(caught.value)
     assert f"{path}: " in message and problem in message, message
+    assert "allow_pickle" not in message  # never advise loading a track file with pickles on
 
 
 def test_no_deepracer_route_and_no_reversed_or_open_track_is_taken_for_self_crossing(tmp_path: Path) -> None:

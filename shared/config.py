@@ -20,11 +20,13 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -102,9 +104,28 @@ def _problems_from(error: ValidationError) -> list[str]:
     return problems
 
 
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: plain json.loads keeps the last of two equal keys silently."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKeyError(key)
+        data[key] = value
+    return data
+
+
 def _parse_json(text: str | bytes, source: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKeyError as e:
+        raise ConfigError(source, [f"key {e.key!r} appears more than once (JSON would keep only the last); "
+                                   "give it once"]) from e
     except json.JSONDecodeError as e:
         raise ConfigError(source, [f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"]) from e
     except UnicodeDecodeError as e:
@@ -129,14 +150,35 @@ def _finite(value: float) -> float:
     return value
 
 
+def _not_bool(value: Any) -> Any:
+    """JSON ``true``/``false`` is not a number, though Python's bool is an int (pydantic's lax mode
+    would read ``"num_epochs": true`` as 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {json.dumps(value)}")
+    return value
+
+
+def _finite_number(value: Any) -> Any:
+    value = _not_bool(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_finite_number)]
+"""A float field of a user's file: finite, and ``true``/``false`` refused."""
+WholeNumber = Annotated[int, BeforeValidator(_finite_number)]
+"""An int field of a user's file: ``true``/``false`` refused (pydantic still refuses 2.5, "x")."""
+
+
 class DiscreteAction(BaseModel):
     """One entry of a discrete ``action_space``. Any finite values are accepted, as DeepRacer does:
     values beyond the car's limits are clipped when driving (see :meth:`ModelMetadata.outside_limits`)."""
 
     model_config = ConfigDict(extra="ignore")  # console files carry "index"; DeepRacer ignores it
 
-    steering_angle: float
-    speed: float
+    steering_angle: Number
+    speed: Number
 
     _check_finite = field_validator("steering_angle", "speed")(_finite)
 
@@ -144,8 +186,8 @@ class DiscreteAction(BaseModel):
 class ActionRange(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    low: float
-    high: float
+    low: Number
+    high: Number
 
     @model_validator(mode="after")
     def _ordered(self) -> ActionRange:
@@ -188,9 +230,9 @@ ActionSpace = Annotated[
 class LidarConfig(BaseModel):
     model_config = ConfigDict(extra="ignore")  # simapp reads only the keys it knows
 
-    num_sectors: int = 8
-    num_values_per_sector: int = 8
-    clipping_dist: float = Field(2.0, ge=0.15, le=12.0)
+    num_sectors: WholeNumber = 8
+    num_values_per_sector: WholeNumber = 8
+    clipping_dist: Number = Field(2.0, ge=0.15, le=12.0)
 
     @field_validator("num_sectors")
     @classmethod
@@ -418,6 +460,17 @@ OpenAI Spinning Up's PPO do (the target is the KL an update aims for, the stop a
 
 _D = DEEPRACER_HYPERPARAMETER_DEFAULTS
 
+# key -> (lowest, highest hotlap accepts, DeepRacer's console range): generous headroom over the
+# console ranges of deepracer-formats.md §3.2 (stack_size: DeepRacer hard-codes 1, §3.1); past
+# these a run does not end (num_epochs 1e30) or cannot hold its memory (batch_size 1e9, stack_size
+# 1000 camera frames per car, 1e7 episodes of experience per iteration).
+HYPERPARAMETER_LIMITS: dict[str, tuple[int, int, str]] = {
+    "batch_size": (1, 16384, "the console offers 32-512"),
+    "num_epochs": (1, 100, "the console offers 3-10"),
+    "num_episodes_between_training": (1, 10000, "the console offers 1-100"),
+    "stack_size": (1, 32, "parsed, but a stack of 1 is hard-coded"),
+}
+
 
 class Hyperparameters(BaseModel):
     """DeepRacer's hyperparameters.json; a missing key takes DeepRacer's code default
@@ -426,29 +479,39 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    batch_size: int = Field(_D["batch_size"], ge=1)
-    beta_entropy: float = Field(_D["beta_entropy"], ge=0.0)
-    discount_factor: float = Field(_D["discount_factor"], ge=0.0, le=1.0)
-    e_greedy_value: float = Field(_D["e_greedy_value"], ge=0.0, le=1.0)
-    epsilon_steps: int = Field(_D["epsilon_steps"], ge=1)
+    batch_size: WholeNumber = Field(_D["batch_size"], ge=1)
+    beta_entropy: Number = Field(_D["beta_entropy"], ge=0.0)
+    discount_factor: Number = Field(_D["discount_factor"], ge=0.0, le=1.0)
+    e_greedy_value: Number = Field(_D["e_greedy_value"], ge=0.0, le=1.0)
+    epsilon_steps: WholeNumber = Field(_D["epsilon_steps"], ge=1)
     exploration_type: Literal["categorical", "e-greedy"] = _D["exploration_type"]
     loss_type: Literal["huber", "mean squared error"] = _D["loss_type"]
-    lr: float = Field(_D["lr"], gt=0.0, le=1.0)
-    num_episodes_between_training: int = Field(_D["num_episodes_between_training"], ge=1)
-    num_epochs: int = Field(_D["num_epochs"], ge=1)
-    stack_size: int = Field(_D["stack_size"], ge=1)
-    term_cond_avg_score: float = _D["term_cond_avg_score"]
-    term_cond_max_episodes: int = Field(_D["term_cond_max_episodes"], ge=1)
-    sac_alpha: float = Field(OTHER_DEEPRACER_KEYS["sac_alpha"], ge=0.0)
-    max_sample_count: int = Field(OTHER_DEEPRACER_KEYS["max_sample_count"], ge=0)
-    sampling_frequency: int = Field(OTHER_DEEPRACER_KEYS["sampling_frequency"], ge=1)
+    lr: Number = Field(_D["lr"], gt=0.0, le=1.0)
+    num_episodes_between_training: WholeNumber = Field(_D["num_episodes_between_training"], ge=1)
+    num_epochs: WholeNumber = Field(_D["num_epochs"], ge=1)
+    stack_size: WholeNumber = Field(_D["stack_size"], ge=1)
+    term_cond_avg_score: Number = _D["term_cond_avg_score"]
+    term_cond_max_episodes: WholeNumber = Field(_D["term_cond_max_episodes"], ge=1)
+    sac_alpha: Number = Field(OTHER_DEEPRACER_KEYS["sac_alpha"], ge=0.0)
+    max_sample_count: WholeNumber = Field(OTHER_DEEPRACER_KEYS["max_sample_count"], ge=0)
+    sampling_frequency: WholeNumber = Field(OTHER_DEEPRACER_KEYS["sampling_frequency"], ge=1)
     hotlap_shared_trunk: bool = HOTLAP_EXTENSION_DEFAULTS["hotlap_shared_trunk"]
-    hotlap_target_kl: float | None = Field(HOTLAP_EXTENSION_DEFAULTS["hotlap_target_kl"], gt=0.0, le=10.0)
+    hotlap_target_kl: Number | None = Field(HOTLAP_EXTENSION_DEFAULTS["hotlap_target_kl"], gt=0.0, le=10.0)
 
     @field_validator("exploration_type", "loss_type", mode="before")
     @classmethod
     def _normalise_token(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator(*HYPERPARAMETER_LIMITS, mode="before")
+    @classmethod
+    def _within_limit(cls, value: Any, info: ValidationInfo) -> Any:
+        """Before int parsing, so that 1e30 gets this message rather than pydantic's overflow one."""
+        low, high, deepracer = HYPERPARAMETER_LIMITS[str(info.field_name)]
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > high:
+            raise ValueError(f"{value:g} is outside the {low}-{high} hotlap accepts (DeepRacer: {deepracer}, "
+                             "deepracer-formats.md §3; larger values hang the run or exhaust memory)")
+        return value
 
     @classmethod
     def parse(cls, text: str | bytes, source: str = "hyperparameters.json") -> Hyperparameters:

@@ -81,6 +81,21 @@ METADATA_CASES: dict[str, tuple[Any, list[str]]] = {
                                        "got 20"]),
     "metadata-lidar-config-type": (metadata(lidar_config="far"), ["lidar_config: Input should be a valid dictionary",
                                                                    "got 'far'"]),
+    "metadata-action-speed-true": (metadata(action_space=[{"steering_angle": 0, "speed": True}]),
+                                   ["action_space.discrete.0.speed: expected a number, got true"]),
+    "metadata-continuous-bound-true": (
+        metadata(action_space_type="continuous",
+                 action_space={"steering_angle": {"low": -30, "high": 30}, "speed": {"low": 1, "high": True}}),
+        ["action_space.continuous.speed.high: expected a number, got true"]),
+    "metadata-lidar-sectors-true": (metadata(sensor=["FRONT_FACING_CAMERA", "SECTOR_LIDAR"],
+                                             lidar_config={"num_sectors": True}),
+                                    ["lidar_config.num_sectors: expected a number, got true"]),
+    "metadata-duplicate-key": ('{"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["LIDAR"], '
+                               '"sensor": ["FRONT_FACING_CAMERA"], "version": "5"}',
+                               ["key 'sensor' appears more than once"]),
+    "metadata-duplicate-nested-key": ('{"action_space": [{"steering_angle": 0, "speed": 1, "speed": 4}], '
+                                      '"sensor": ["FRONT_FACING_CAMERA"], "version": "5"}',
+                                      ["key 'speed' appears more than once"]),
 }
 
 # key -> a value out of range or of the wrong type, and what the message says of it
@@ -123,6 +138,18 @@ HYPERPARAMETER_CASES: dict[str, tuple[Any, list[str]]] = {
                                     ["hotlap_shared_trunk: Input should be a valid boolean", "got 'maybe'"]),
     "hp-hotlap_target_kl-range": ({"hotlap_target_kl": 0}, ["hotlap_target_kl: Input should be greater than 0, "
                                                             "got 0"]),
+    "hp-num_epochs-huge": ({"num_epochs": 1e30}, ["num_epochs: 1e+30 is outside the 1-100 hotlap accepts "
+                                                  "(DeepRacer: the console offers 3-10, deepracer-formats.md §3"]),
+    "hp-batch_size-huge": ({"batch_size": 1e9}, ["batch_size: 1e+09 is outside the 1-16384 hotlap accepts"]),
+    "hp-stack_size-huge": ({"stack_size": 1000}, ["stack_size: 1000 is outside the 1-32 hotlap accepts"]),
+    "hp-num_episodes_between_training-huge": ({"num_episodes_between_training": 1e7},
+                                              ["num_episodes_between_training: 1e+07 is outside the 1-10000 "
+                                               "hotlap accepts"]),
+    "hp-num_epochs-true": ({"num_epochs": True}, ["num_epochs: expected a number, got true"]),
+    "hp-lr-true": ({"lr": True}, ["lr: expected a number, got true"]),
+    "hp-lr-nan": ('{"lr": NaN}', ["lr: nan is not a finite number"]),
+    "hp-beta_entropy-infinity": ('{"beta_entropy": Infinity}', ["beta_entropy: inf is not a finite number"]),
+    "hp-duplicate-key": ('{"lr": 0.0003, "num_epochs": 3, "lr": 0.3}', ["key 'lr' appears more than once"]),
 }
 
 

@@ -2,7 +2,11 @@
 
 Track files are DeepRacer's ``.npy`` routes: float64 ``(N, 6)`` arrays of rows
 ``[center_x, center_y, inner_x, inner_y, outer_x, outer_y]`` in metres (extra columns
-are ignored). A track is closed (a loop) iff its first row equals its last row; an open
+are ignored, as DeepRacer's simapp ignores them: deepracer-formats.md §8). Files are checked
+before any geometry is built: plain numeric ``.npy`` only (never unpickled), at most
+``MAX_TRACK_ROWS`` rows (read from the header), an extent of ``MIN_TRACK_EXTENT``-
+``MAX_TRACK_EXTENT`` metres, every row at least ``MIN_TRACK_WIDTH`` wide with its centre point
+between its inner and outer points, borders that do not cross themselves. A track is closed (a loop) iff its first row equals its last row; an open
 track is driven from its first waypoint to its last.
 
 Conventions carried over from DeepRacer's simapp (``track_geom/track_data.py``):

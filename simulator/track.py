@@ -62,6 +62,7 @@ MIN_TRACK_EXTENT = 1.0  # m
 MAX_TRACK_EXTENT = 100.0  # m
 MAX_TRACK_ROWS = 50_000
 MIN_TRACK_WIDTH = 0.1  # m between a row's inner and outer points
+MAX_TRACK_FILE_BYTES = 64 << 20  # MAX_TRACK_ROWS rows of 6 float64 take 2.4 MB; room for extra columns
 _NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -378,7 +379,12 @@ def read_user_track(name_or_path: str) -> tuple[Track, bytes | None]:
 
 
 def read_track_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a user's track file, refused by its size before it is read. Raises TrackError."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_TRACK_FILE_BYTES:
+            raise TrackError(f"{os.fspath(path)}: {size} bytes, more than the {MAX_TRACK_FILE_BYTES} a track "
+                             "file may have (DeepRacer's are under 20 kB)")
         return Path(path).read_bytes()
     except FileNotFoundError as error:
         raise TrackError(f"{os.fspath(path)}: no such track file") from error

@@ -58,6 +58,11 @@ def _huge_header(path: Path) -> None:
                                                       "shape": (10**12, 6)})
 
 
+def _sparse_huge_file(path: Path) -> None:
+    with path.open("wb") as handle:
+        handle.truncate(1 << 40)  # 1 TiB, sparse: nothing on disk, and never read
+
+
 def _object_array(path: Path) -> None:
     np.save(path, np.array([{"center": [0, 0]}], dtype=object), allow_pickle=True)
 
@@ -83,6 +88,7 @@ TRACK_CASES: dict[str, tuple[np.ndarray | Callable[[Path], None], str]] = {
     "track-in-nanometres-of-metres": (_scaled(1e-9), "coordinates must be metres"),
     "track-too-many-rows": (np.zeros((465_000, 6)), "465000 rows, more than the 50000 hotlap accepts"),
     "track-huge-header": (_huge_header, "1000000000000 rows, more than the 50000 hotlap accepts"),
+    "track-huge-file": (_sparse_huge_file, "1099511627776 bytes, more than the 67108864 a track file may have"),
     "track-zero-width": (_zero_width(), "row 0: the road is 0 m wide (inner and outer points that close), "
                                         "less than 0.1 m; 181 row(s) like it"),
     "track-centre-off-the-road": (_centre_off_the_road(), "row 0: the centre point is 5 m from the middle of "

@@ -6,7 +6,8 @@ are ignored, as DeepRacer's simapp ignores them: deepracer-formats.md §8). File
 before any geometry is built: plain numeric ``.npy`` only (never unpickled), at most
 ``MAX_TRACK_ROWS`` rows (read from the header), an extent of ``MIN_TRACK_EXTENT``-
 ``MAX_TRACK_EXTENT`` metres, every row at least ``MIN_TRACK_WIDTH`` wide with its centre point
-between its inner and outer points, borders that do not cross themselves. A track is closed (a loop) iff its first row equals its last row; an open
+between its inner and outer points, borders that do not cross themselves.
+A track is closed (a loop) iff its first row equals its last row; an open
 track is driven from its first waypoint to its last.
 
 Conventions carried over from DeepRacer's simapp (``track_geom/track_data.py``):

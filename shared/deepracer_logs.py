@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 SIMTRACE_COLUMNS = (
@@ -57,10 +57,20 @@ class SimtraceRow:
     obstacle_crash_counter: int = 0
     wall_clock: float = 0.0
 
+    def values(self) -> list[Any]:
+        """The fields' values in declaration order (the CSV's columns), not copied."""
+        return [getattr(self, name) for name in _SIMTRACE_FIELDS]
+
     def log_line(self) -> str:
-        values = list(astuple(self))
+        """One SIM_TRACE_LOG line (the fields in declaration order, `steps` as an integer). Built
+        from the attributes directly: `astuple` deep-copies every value, which cost a worker ~5% of
+        its step time at 16 cars (bench/worker.py)."""
+        values = self.values()
         values[1] = int(values[1])
         return SIM_TRACE_LOG_FORMAT % tuple(values)
+
+
+_SIMTRACE_FIELDS = tuple(f.name for f in fields(SimtraceRow))
 
 
 def continuous_action_label(steering: float, speed: float) -> str:
@@ -72,7 +82,7 @@ def simtrace_csv(rows: list[SimtraceRow]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SIMTRACE_COLUMNS)
-    writer.writerows(astuple(row) for row in rows)
+    writer.writerows(row.values() for row in rows)
     return buffer.getvalue()
 
 

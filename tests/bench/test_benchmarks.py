@@ -108,3 +108,13 @@ def test_learn_bench_stops_at_its_budget_and_evaluates_every_version(tmp_path: P
     assert general["track"] == "Oval_track" and general["trials"] == 3
     assert result["summary"]["cases"] == [summary]
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_worker_bench(tmp_path: Path):
+    result = run_bench("worker", tmp_path, "--cars", "1", "2", "--threads", "1", "--seconds", "0.2", "--rounds", "1")
+    assert [row["cars"] for row in result["rows"]] == [1, 2]
+    for row in result["rows"]:
+        assert_positive(row, ["worker_steps_per_cpu_s", "act_steps_per_cpu_s", "act_inference_mode_steps_per_cpu_s",
+                              "sim_steps_per_cpu_s", "worker_over_act", "inference_mode_over_no_grad",
+                              "act_wall_steps_per_s_threads_1"])
+    assert result["summary"]["fastest_cars_per_worker"] in (1, 2)

@@ -25,13 +25,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import machine, machine_line, print_table, write_result  # noqa: E402
-from bench.trainer import ACTIONS, Episode  # noqa: E402
+from bench.trainer import ACTIONS, make_episodes  # noqa: E402
 from shared.networks import SHALLOW, PolicyNetwork, observation_spec_for  # noqa: E402
 from trainer.ppo import PPOSettings, make_optimizer, ppo_update  # noqa: E402
 
@@ -40,23 +39,11 @@ CASES = [("separate", 1.0, 128), ("separate", 1.0, 512), ("separate", 20.0, 512)
          ("shared", 20.0, 512)]
 
 
-def episodes_for(policy: PolicyNetwork, steps: int, scale: float, length: int = 64) -> list[Episode]:
-    rng = np.random.default_rng(0)
-    episodes = []
-    for i in range(0, steps, length):
-        n = min(length, steps - i)
-        obs = {k: rng.integers(0, 256, (n, *s), dtype=np.uint8) for k, s in policy.observation_spec.items()}
-        result = policy.act(obs)
-        rewards = (scale * rng.uniform(0, 1, n)).astype(np.float32)
-        episodes.append(Episode(obs, result.action, result.log_prob, result.value, rewards, True, 0.0))
-    return episodes
-
-
 def run_case(network: str, trunk: str, scale: float, steps: int, epochs: int) -> dict[str, Any]:
     torch.manual_seed(0)
     policy = PolicyNetwork(observation_spec_for(["FRONT_FACING_CAMERA"]), network, ACTIONS,
                            shared_trunk=trunk == "shared")
-    episodes = episodes_for(policy, steps, scale)
+    episodes = make_episodes(policy, steps, 64, reward_scale=scale, all_terminated=True)
     settings = PPOSettings(num_epochs=epochs, target_kl=None)
     per_epoch: list[dict[str, float]] = []
     torch.manual_seed(1)

@@ -64,16 +64,20 @@ class Episode:
     bootstrap_value: float
 
 
-def make_episodes(policy: PolicyNetwork, steps: int, length: int) -> list[Episode]:
-    """Random frames and rewards; behaviour numbers from the policy itself, so ratios start at 1."""
+def make_episodes(policy: PolicyNetwork, steps: int, length: int, reward_scale: float = 1.0,
+                  all_terminated: bool = False) -> list[Episode]:
+    """Random frames and rewards in [0, reward_scale); behaviour numbers from the policy itself, so
+    ratios start at 1. Every other episode is truncated (bootstrap 0.5) unless ``all_terminated``."""
     rng = np.random.default_rng(0)
     episodes = []
     for i in range(0, steps, length):
         n = min(length, steps - i)
         obs = {k: rng.integers(0, 256, (n, *s), dtype=np.uint8) for k, s in policy.observation_spec.items()}
         result = policy.act(obs)
-        rewards = rng.uniform(0, 1, n).astype(np.float32)
-        episodes.append(Episode(obs, result.action, result.log_prob, result.value, rewards, i % 2 == 0, 0.5))
+        rewards = (reward_scale * rng.uniform(0, 1, n)).astype(np.float32)
+        terminated = all_terminated or i % 2 == 0
+        episodes.append(Episode(obs, result.action, result.log_prob, result.value, rewards, terminated,
+                                0.0 if all_terminated else 0.5))
     return episodes
 
 

@@ -4,19 +4,13 @@ which the trainer's episode statistics use (tests/trainer/test_async_chunks.py).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-import simulator.worker as worker_module
-from hotlap.seed import seed_store
-from shared.config import Hyperparameters, ModelMetadata, RunSettings, WorkerConfig
 from shared.experience import EPISODE_REWARD, EPISODE_STEPS, FINAL_CHUNK, Experience
-from shared.run_files import RunFiles
-from shared.store import ModelStore, open_store
-from shared.transport import RunTransport
+from tests.simulator.worker_harness import async_worker
 
 CARS = 2
 # A reward that differs step by step, so a sum over the wrong steps shows.
@@ -26,23 +20,10 @@ REWARD = "def reward_function(params):\n    return 1.0 + params['steps'] / 100.0
 def test_the_message_that_ends_a_cut_episode_carries_the_whole_episode(
     redis_url: str, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None,
 ) -> None:
-    store = ModelStore(open_store(f"file://{tmp_path / 'store'}"))
     metadata = {"action_space": [{"steering_angle": 0, "speed": 0.5}], "sensor": ["FRONT_FACING_CAMERA"],
                 "neural_network": "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW", "version": "5"}
-    seed_store(store, RunFiles(
-        settings=RunSettings(track="Oval_track", cars_per_worker=CARS, schedule="async", max_steps_per_episode=30),
-        metadata=ModelMetadata.parse(json.dumps(metadata)),
-        hyperparameters=Hyperparameters(),
-        reward_source=REWARD,
-    ))
-    config = WorkerConfig.model_validate({"HOTLAP_RUN_ID": run_id, "HOTLAP_REDIS_URL": redis_url,
-                                          "HOTLAP_STORE_URL": store.url, "HOTLAP_WORKER_NAME": "chunks",
-                                          "HOTLAP_SIM_TRACE_LOG": "0"})
-    worker = worker_module.SimulatorWorker(config, RunTransport.from_url(redis_url, run_id), store)
-    shipped: list[Experience] = []
-    monkeypatch.setattr(worker, "_push", shipped.append)
-    worker._setup()
-    worker.policy_version = 0
+    worker, shipped = async_worker(tmp_path, redis_url, run_id, monkeypatch, "chunks", metadata, REWARD, CARS,
+                                   max_steps=30)
     worker._claim_episodes()
     for _cut in range(2):  # two version changes while the cars drive: episodes in up to three parts
         for _ in range(4):

@@ -3,6 +3,7 @@
     .venv/bin/python bench/learn.py                                  # 3 rewards, default actions, 10 min each
     .venv/bin/python bench/learn.py --rewards pace --fast-lap --budget-s 900       # 5b: 4 m/s, both spaces
     .venv/bin/python bench/learn.py --rewards centerline --iterations 40 --generalise reInvent2019_track Oval_track
+    .venv/bin/python bench/learn.py --rewards centerline --action-spaces lidar_only --budget-s 300   # 5e
     .venv/bin/python bench/learn.py --budget-s 60 -- --episodes-per-iteration 4   # more `hotlap train` args
 
 For each case (a reward function x an action space) it runs `hotlap train` from scratch on
@@ -24,7 +25,8 @@ lap times in simulation time (15 steps/s). It reports per case:
 Rewards: ``centerline`` is hotlap's default (hotlap/defaults/reward_function.py); ``pace`` and
 ``heading`` are in bench/rewards/. Action spaces: ``default`` (hotlap's, 1.2 m/s top speed),
 ``fast_discrete`` / ``fast_continuous`` (bench/action_spaces/, up to 4 m/s, DeepRacer's top speed;
-deepracer-formats.md §2). Writes ``--json`` (bench/results/learn.json) and ``--png`` (the learning
+deepracer-formats.md §2), ``lidar_only`` (5e: the default actions with a lidar and no camera, trained with
+``--allow-no-camera``). Writes ``--json`` (bench/results/learn.json) and ``--png`` (the learning
 curves: evaluation progress and KL per version against wall-clock time). Not a test: it takes minutes
 per case and its numbers depend on the machine and its load (both recorded).
 """
@@ -48,6 +50,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import machine, machine_line, print_table, write_result  # noqa: E402
+from shared.config import CAMERA_SENSORS  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -60,6 +63,8 @@ ACTION_SPACES = {
     "default": None,  # hotlap/defaults/model_metadata.json
     "fast_discrete": BENCH / "action_spaces" / "fast_discrete.json",
     "fast_continuous": BENCH / "action_spaces" / "fast_continuous.json",
+    # 5e: hotlap's default actions with a lidar and no camera (hotlap-only, trained with --allow-no-camera)
+    "lidar_only": BENCH / "action_spaces" / "lidar_only.json",
 }
 STOP_GRACE_S = 60.0  # after Ctrl-C, how long `hotlap train` gets to stop its processes
 
@@ -110,8 +115,11 @@ def train(case: Case, args: argparse.Namespace, runs: Path) -> tuple[Path, float
     command = [sys.executable, "-m", "hotlap", "train", "--workers", str(args.workers), "--track", args.track,
                "--max-iterations", str(args.iterations), "--runs-dir", str(runs), "--run-id", case.name,
                "--reward-function", str(REWARDS[case.reward])]
-    if ACTION_SPACES[case.action_space] is not None:
-        command += ["--model-metadata", str(ACTION_SPACES[case.action_space])]
+    metadata = ACTION_SPACES[case.action_space]
+    if metadata is not None:
+        command += ["--model-metadata", str(metadata)]
+        if not any(s in CAMERA_SENSORS for s in json.loads(metadata.read_text())["sensor"]):
+            command.append("--allow-no-camera")
     if args.target_kl is not None:
         hp = runs / f"{case.name}-hyperparameters.json"
         hp.write_text(json.dumps({"hotlap_target_kl": None if args.target_kl == "off" else float(args.target_kl)}))

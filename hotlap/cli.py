@@ -69,6 +69,10 @@ def _add_run_options(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     run.add_argument("--pretrained", default=env.get("HOTLAP_PRETRAINED") or None, metavar="RUN[@VERSION]",
                      help="clone: start from another run's weights (a run folder or store URL, file://… or "
                           "s3://…; VERSION a number, best or last (default)); same sensors and network required")
+    run.add_argument("--allow-no-camera", action="store_true",
+                     default=env.get("HOTLAP_ALLOW_NO_CAMERA", "").lower() in ("1", "true", "yes"),
+                     help="train a lidar-only model_metadata.json (no camera; env HOTLAP_ALLOW_NO_CAMERA=1): a "
+                          "hotlap-only model, since DeepRacer and the car require a camera; refused without it")
     run.add_argument("--overwrite", action="store_true",
                      default=env.get("HOTLAP_OVERWRITE", "").lower() in ("1", "true", "yes"),
                      help="when the store already holds a run with different files, delete that run "
@@ -97,7 +101,8 @@ def _prepare(args: argparse.Namespace) -> RunFiles:
     explicit = UserFiles(args.reward_function, args.model_metadata, args.hyperparameters)
     files = UserFiles.from_folder(args.custom_files).merged(explicit)
     run_files = prepare_run_files(files, _settings_from(args), max_iterations=args.max_iterations,
-                                  episodes_per_iteration=args.episodes_per_iteration)
+                                  episodes_per_iteration=args.episodes_per_iteration,
+                                  allow_no_camera=args.allow_no_camera)
     if args.pretrained:
         from hotlap.clone import with_pretrained
 
@@ -289,7 +294,7 @@ def _load_policy(store_url: str, s3_endpoint_url: str | None,
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from hotlap.evaluate import EvaluationSettings, evaluate
+    from hotlap.evaluate import CAMERAS, EvaluationSettings, evaluate
     from hotlap.models import load_model, open_run
     from simulator.track import load_track
 
@@ -304,6 +309,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if problems:
         raise EvaluationError("; ".join(problems))
     model = load_model(open_run(args.run, args.s3_endpoint_url), args.version)
+    if args.video and not any(sensor in CAMERAS for sensor in model.sensors):
+        raise EvaluationError(f"--video {args.video}: the model's sensors {list(model.sensors)} include no camera, "
+                              "so there are no frames to show; `hotlap render` draws its drive on the track map")
     track = load_track(args.track) if args.track else model.run_track()
     result = evaluate(model, track, settings, write=args.write)
     summary = result.to_json()

@@ -214,7 +214,8 @@ class _TrialRunner:
         self.n = len(trials)
         self.stack = ObservationStack(model.stack_size)
         self.discrete = model.policy.action_spec.kind == "discrete"
-        self.camera = next(name for name in CAMERAS if name in model.sensors)
+        # None for a lidar-only model: its trials record no camera frames (no video)
+        self.camera = next((name for name in CAMERAS if name in model.sensors), None)
         self.running = np.ones(self.n, dtype=bool)
         self.covered = np.zeros(self.n)  # trial progress at the start of the current segment
         self.penalty_due = np.zeros(self.n)  # pause to write in the next simtrace row
@@ -238,7 +239,8 @@ class _TrialRunner:
         # wasted rows cost less than re-batching.
         act = self.model.policy.act(self.obs, deterministic=True)
         cars = np.flatnonzero(self.running)
-        frames = {int(car): self.obs[self.camera][car] for car in cars} if self.settings.record_frames else {}
+        frames = {int(car): self.obs[self.camera][car] for car in cars} \
+            if self.settings.record_frames and self.camera is not None else {}
         result = self.env.step(act.steering_deg, act.speed, self.running)
         self.obs = self.stack.push(result.obs)
         for car in cars:

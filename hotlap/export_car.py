@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from hotlap.errors import ExportError
+from shared.config import NO_CAMERA_NOTE
 from shared.networks import LIDAR_SIZE, SECTOR_LIDAR_SIZE, STEREO_CAMERA, PolicyNetwork
 
 if TYPE_CHECKING:
@@ -106,17 +107,18 @@ def car_inputs(policy: PolicyNetwork) -> list[CarInput]:
 
     Raises :class:`CarExportError` for a sensor or observation shape the car cannot feed.
     """
+    if policy.camera_sensor is None:  # the car's inference node feeds its camera to every model (§12)
+        raise CarExportError(f"sensors {list(policy.observation_spec)}: the model {NO_CAMERA_NOTE}")
     inputs = []
-    if policy.camera_sensor is not None:
-        sensor, shape = policy.camera_sensor, policy.observation_spec[policy.camera_sensor]
-        channels = 1 if len(shape) == 2 else shape[0]
-        if sensor not in CAR_CAMERAS:
-            raise CarExportError(f"sensor {sensor}: the car has no input for it (it takes {', '.join(CAR_CAMERAS)})")
-        if channels != CAR_CAMERAS[sensor]:
-            raise CarExportError(
-                f"sensor {sensor}: the network sees {channels} channel(s) but the car feeds {CAR_CAMERAS[sensor]}; "
-                "a model trained with stack_size > 1 cannot drive the car (hyperparameters.json stack_size)")
-        inputs.append(CarInput(sensor, INPUT_NAME_FORMAT.format(sensor=sensor), (None, *shape[-2:], channels), True))
+    sensor, shape = policy.camera_sensor, policy.observation_spec[policy.camera_sensor]
+    channels = 1 if len(shape) == 2 else shape[0]
+    if sensor not in CAR_CAMERAS:
+        raise CarExportError(f"sensor {sensor}: the car has no input for it (it takes {', '.join(CAR_CAMERAS)})")
+    if channels != CAR_CAMERAS[sensor]:
+        raise CarExportError(
+            f"sensor {sensor}: the network sees {channels} channel(s) but the car feeds {CAR_CAMERAS[sensor]}; "
+            "a model trained with stack_size > 1 cannot drive the car (hyperparameters.json stack_size)")
+    inputs.append(CarInput(sensor, INPUT_NAME_FORMAT.format(sensor=sensor), (None, *shape[-2:], channels), True))
     if policy.lidar_sensor is not None:
         sensor, shape = policy.lidar_sensor, policy.observation_spec[policy.lidar_sensor]
         if sensor not in CAR_LIDARS:

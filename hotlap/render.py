@@ -48,7 +48,7 @@ def drive(env: VectorRacingEnv, steps: int, frame_count: int, policy: object | N
     obs = env.reset()
     stack = ObservationStack(stack_size)
     policy_obs = stack.reset(obs)
-    camera = next(name for name in CAMERAS if name in obs)
+    camera = next((name for name in CAMERAS if name in obs), None)  # None: a lidar-only model, map only
     frames, points = [], []
     x, y, heading = env_pose(env)
     status, progress = "prepare", 0.0
@@ -58,8 +58,9 @@ def drive(env: VectorRacingEnv, steps: int, frame_count: int, policy: object | N
             steering, target_speed = act.steering_deg, act.speed
         else:
             steering, target_speed = pure_pursuit(env.track, x, y, heading), np.full(1, speed)
-        image = obs[camera][0]  # this step's frame (first lens), not the stack
-        frames.append(image[0] if image.ndim == 3 else image)
+        if camera is not None:
+            image = obs[camera][0]  # this step's frame (first lens), not the stack
+            frames.append(image[0] if image.ndim == 3 else image)
         result = env.step(np.asarray(steering, np.float64), np.asarray(target_speed, np.float64))
         obs = result.obs
         policy_obs = stack.push(obs)
@@ -69,7 +70,7 @@ def drive(env: VectorRacingEnv, steps: int, frame_count: int, policy: object | N
         if result.done[0]:
             break
     chosen = np.linspace(0, len(frames) - 1, min(frame_count, len(frames))).astype(int)
-    return Drive([frames[i] for i in chosen], np.array(points), status, progress)
+    return Drive([frames[i] for i in chosen] if frames else [], np.array(points), status, progress)
 
 
 def env_pose(env: VectorRacingEnv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,8 +82,8 @@ def env_pose(env: VectorRacingEnv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def render_figure(result: Drive, track: Track, driver: str) -> Figure:
     """Camera frames along the drive (top row) above a top-down map of the track with the trajectory."""
     count = max(len(result.frames), 1)
-    fig = Figure(figsize=(max(10.0, 2.6 * count), 10), dpi=100, layout="constrained")
-    grid = fig.add_gridspec(2, count, height_ratios=(1, 3.2))
+    fig = Figure(figsize=(max(10.0, 2.6 * count), 10 if result.frames else 8), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(2, count, height_ratios=(1, 3.2) if result.frames else (0.001, 1))
     for i, frame in enumerate(result.frames):
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(frame, cmap="gray", vmin=0, vmax=255)
@@ -107,7 +108,8 @@ def render_figure(result: Drive, track: Track, driver: str) -> Figure:
     ax.legend(loc="upper right", fontsize="small")
     ax.set_title(f"{track.name}: {driver}, {len(result.trajectory)} steps, {result.status}, "
                  f"progress {result.progress:.1f}%")
-    fig.suptitle("What the car's camera sees along the drive (160x120 grayscale), and where it drove")
+    fig.suptitle("What the car's camera sees along the drive (160x120 grayscale), and where it drove"
+                 if result.frames else "Where the car drove (the model has no camera: lidar only)")
     return fig
 
 

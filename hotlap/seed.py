@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from shared.config import ConfigError, Hyperparameters, ModelMetadata, RunSettings
+from shared.config import NO_CAMERA_NOTE, ConfigError, Hyperparameters, ModelMetadata, RunSettings
 from shared.run_files import RunFiles, new_run_nonce, read_run_nonce, save_run_files, write_run_nonce
 from shared.store import ModelStore, ObjectNotFound, S3Store, sha256
 from simulator.env import EnvSettings, VectorRacingEnv
@@ -134,6 +134,16 @@ def _parse(texts: dict[str, tuple[str, str]], settings: RunSettings, track: Trac
     return metadata, hyperparameters, reward_text
 
 
+def check_no_camera(source: str, metadata: ModelMetadata, allowed: bool, problems: list[str]) -> None:
+    """A lidar-only model: a problem unless ``allowed``, else a warning (both name the file and the sensors)."""
+    what = f"{source}: sensor {metadata.sensor} {NO_CAMERA_NOTE}"
+    if allowed:
+        log.warning("%s", what)
+    else:
+        problems.append(f"{what}; add a camera, or pass --allow-no-camera (HOTLAP_ALLOW_NO_CAMERA=1) to train "
+                        "it anyway")
+
+
 def try_reward_function(reward_function: RewardFunction, track: Track, settings: RunSettings) -> float:
     """Call the reward function once, as a worker would, on the run's track: one car at its start,
     driving straight at 1 m/s (DeepRacer's console likewise tries a reward function on sample params
@@ -152,8 +162,11 @@ def try_reward_function(reward_function: RewardFunction, track: Track, settings:
 
 
 def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations: int | None = None,
-                      episodes_per_iteration: int | None = None) -> RunFiles:
-    """Read and validate everything; raise one SeedError listing every problem of every file."""
+                      episodes_per_iteration: int | None = None, allow_no_camera: bool = False) -> RunFiles:
+    """Read and validate everything; raise one SeedError listing every problem of every file.
+
+    A lidar-only ``model_metadata.json`` (no camera) is refused unless ``allow_no_camera``
+    (``--allow-no-camera``), and then trains with a warning: DeepRacer and the car require a camera."""
     problems: list[str] = []
     texts: dict[str, tuple[str, str]] = {}
     for path, default_name in ((files.model_metadata, METADATA_FILE), (files.hyperparameters, HYPERPARAMETERS_FILE),
@@ -169,6 +182,8 @@ def prepare_run_files(files: UserFiles, settings: RunSettings, *, max_iterations
     except TrackError as e:
         problems.append(f"track {settings.track!r}: {e}")
     metadata, hyperparameters, reward_text = _parse(texts, settings, track, problems)
+    if metadata is not None and metadata.camera is None:
+        check_no_camera(texts[METADATA_FILE][1], metadata, allow_no_camera, problems)
     if problems or metadata is None or hyperparameters is None or track is None:
         raise SeedError("cannot start the run:\n" + "\n".join(problems))
     if track_npy is not None:

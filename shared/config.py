@@ -64,6 +64,11 @@ LIDAR_SENSORS = ("LIDAR", "SECTOR_LIDAR", "DISCRETIZED_SECTOR_LIDAR")
 # model_metadata.json files before this version carry no sensor list DeepRacer reads (§2).
 LEGACY_SENSOR_VERSION = 2.0
 SUPPORTED_SENSORS = ("FRONT_FACING_CAMERA", "STEREO_CAMERAS", "LIDAR", "SECTOR_LIDAR")
+# DeepRacer's simapp requires exactly one camera (deepracer-formats.md §2) and the car feeds one
+# (§12): a lidar-only model trains and evaluates in hotlap, but goes nowhere else.
+NO_CAMERA_NOTE = ("has no camera: DeepRacer requires exactly one (FRONT_FACING_CAMERA or STEREO_CAMERAS), so a "
+                  "lidar-only model trains and evaluates in hotlap but cannot be imported into DeepRacer or "
+                  "exported for a car")
 NETWORKS = (
     "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW",
     "DEEP_CONVOLUTIONAL_NETWORK",
@@ -330,9 +335,13 @@ class ModelMetadata(BaseModel):
                      if sensors.count(s) > 1]
         cameras = [s for s in sensors if s in CAMERA_SENSORS]
         lidars = [s for s in sensors if s in LIDAR_SENSORS]
-        if len(cameras) != 1:
+        if len(cameras) > 1:
             problems.append(f"exactly one camera sensor is required ({', '.join(CAMERA_SENSORS[:3])}), "
-                            f"got {len(cameras)}" + (f": {', '.join(cameras)}" if cameras else ""))
+                            f"got {len(cameras)}: {', '.join(cameras)}")
+        if not sensors:
+            problems.append(f"no sensor: list one camera ({', '.join(CAMERA_SENSORS[:2])}) and optionally a lidar")
+        # A lidar without a camera parses (a hotlap-only model, for experiments); the seed refuses it
+        # unless asked (NO_CAMERA_REFUSAL), since DeepRacer and the car require a camera.
         if len(lidars) > 1:
             problems.append(f"at most one lidar sensor is allowed, got {', '.join(lidars)}")
         if "DISCRETIZED_SECTOR_LIDAR" in sensors:
@@ -341,6 +350,11 @@ class ModelMetadata(BaseModel):
             raise ValueError("; ".join(problems))
         # DeepRacer's legacy names for the single front camera.
         return ["FRONT_FACING_CAMERA" if s in ("observation", "LEFT_CAMERA") else s for s in sensors]
+
+    @property
+    def camera(self) -> str | None:
+        """The camera sensor, or None for a lidar-only model (not DeepRacer's: see NO_CAMERA_REFUSAL)."""
+        return next((s for s in self.sensor if s in CAMERA_SENSORS), None)
 
     @model_validator(mode="after")
     def _type_matches_space(self) -> ModelMetadata:

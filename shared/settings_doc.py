@@ -105,7 +105,8 @@ DESCRIPTIONS: dict[str, str] = {
     "action_space": "discrete: a list of {steering_angle, speed}; continuous: {steering_angle: {low, high}, "
                     "speed: {low, high}} (degrees, m/s)",
     "action_space_type": "discrete or continuous",
-    "sensor": "one camera (FRONT_FACING_CAMERA, STEREO_CAMERAS) and optionally LIDAR or SECTOR_LIDAR",
+    "sensor": "one camera (FRONT_FACING_CAMERA, STEREO_CAMERAS) and optionally LIDAR or SECTOR_LIDAR; a lidar "
+              "alone only with --allow-no-camera (hotlap-only: DeepRacer and the car require a camera)",
     "neural_network": "DEEP_CONVOLUTIONAL_NETWORK_SHALLOW (3 conv layers), DEEP_CONVOLUTIONAL_NETWORK or _DEEP",
     "training_algorithm": "clipped_ppo (DeepRacer's sac is rejected)",
     "version": "DeepRacer's model metadata version",

@@ -64,7 +64,7 @@ METADATA_CASES: dict[str, tuple[Any, list[str]]] = {
                                   ["sensor 'LIDAR' is listed 2 times"]),
     "metadata-two-cameras": (metadata(sensor=["FRONT_FACING_CAMERA", "STEREO_CAMERAS"]),
                              ["exactly one camera sensor is required", "got 2: FRONT_FACING_CAMERA, STEREO_CAMERAS"]),
-    "metadata-no-camera": (metadata(sensor=["LIDAR"]), ["exactly one camera sensor is required", "got 0"]),
+    "metadata-no-sensor": (metadata(sensor=[]), ["no sensor: list one camera"]),
     "metadata-two-lidars": (metadata(sensor=["FRONT_FACING_CAMERA", "LIDAR", "SECTOR_LIDAR"]),
                             ["at most one lidar sensor is allowed, got LIDAR, SECTOR_LIDAR"]),
     "metadata-unknown-network": (metadata(neural_network="RESNET"), ["unknown neural_network 'RESNET'"]),
@@ -206,3 +206,29 @@ def test_hotlap_train_reports_every_bad_file_at_once_and_starts_nothing(tmp_path
                  "batch_size: Input should be greater than or equal to 1, got 0"):
         assert text in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("sensor", [["LIDAR"], ["SECTOR_LIDAR"]])
+def test_a_lidar_only_model_is_refused_unless_allowed_and_then_trains_with_a_warning(
+        tmp_path: Path, sensor: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    """DeepRacer requires a camera (deepracer-formats.md §2): without --allow-no-camera the seed refuses a
+    lidar-only file, naming the file, the sensors and the option; with it the run's files are prepared
+    and a warning says where such a model cannot go."""
+    path = _write(tmp_path, METADATA_FILE, metadata(sensor=sensor))
+    message = _refused(UserFiles(model_metadata=path))
+    for text in (str(path), f"sensor {sensor}", "has no camera", "--allow-no-camera", "HOTLAP_ALLOW_NO_CAMERA=1"):
+        assert text in message, f"{text!r} not in {message}"
+    with caplog.at_level("WARNING"):
+        files = prepare_run_files(UserFiles(model_metadata=path), RunSettings(), max_iterations=1,
+                                  allow_no_camera=True)
+    assert files.metadata.sensor == sensor and files.metadata.camera is None
+    assert f"{path}: sensor {sensor} has no camera" in caplog.text
+    assert "cannot be imported into DeepRacer or exported for a car" in caplog.text
+
+
+def test_a_camera_model_never_warns_about_the_camera(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write(tmp_path, METADATA_FILE, metadata(sensor=["FRONT_FACING_CAMERA", "LIDAR"]))
+    with caplog.at_level("WARNING"):
+        files = prepare_run_files(UserFiles(model_metadata=path), RunSettings(), max_iterations=1)
+    assert files.metadata.camera == "FRONT_FACING_CAMERA"
+    assert "camera" not in caplog.text

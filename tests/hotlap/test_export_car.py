@@ -210,11 +210,14 @@ def test_raw_pixels_are_scaled_inside_the_graph(sim_frames: dict[str, np.ndarray
 @pytest.mark.parametrize(("sensors", "stack", "message"), [
     (["FRONT_FACING_CAMERA"], 2, "stack_size > 1"),
     (["STEREO_CAMERAS"], 2, "stack_size > 1"),
-    (["LIDAR"], 2, "stack_size > 1"),
-    (["DISCRETIZED_SECTOR_LIDAR"], 1, "has no input for it"),
+    (["FRONT_FACING_CAMERA", "LIDAR"], 2, "stack_size > 1"),
+    (["LIDAR"], 1, "has no camera: DeepRacer requires exactly one"),
+    (["SECTOR_LIDAR"], 1, "has no camera"),
+    (["FRONT_FACING_CAMERA", "DISCRETIZED_SECTOR_LIDAR"], 1, "has no input for it"),
 ])
 def test_what_the_car_cannot_feed_is_refused(sensors: list[str], stack: int, message: str, tmp_path: Path) -> None:
-    shapes = {"DISCRETIZED_SECTOR_LIDAR": (64,)} if sensors == ["DISCRETIZED_SECTOR_LIDAR"] else None
+    shapes = {**observation_shapes(["FRONT_FACING_CAMERA"]), "DISCRETIZED_SECTOR_LIDAR": (64,)} \
+        if "DISCRETIZED_SECTOR_LIDAR" in sensors else None
     policy = PolicyNetwork(shapes or observation_shapes(sensors, stack), SHALLOW, DISCRETE)
     with pytest.raises(ec.CarExportError, match=message):
         ec.export_car(policy, {"training_algorithm": "clipped_ppo"}, tmp_path / "car.tar.gz")

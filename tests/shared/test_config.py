@@ -199,7 +199,9 @@ def test_values_beyond_the_limits_in_either_form_are_accepted_with_one_warning(c
     ({"action_space": [{"steering_angle": float("nan"), "speed": 1}]}, "not a finite number"),
     ({"action_space": {"speed": {"low": 2, "high": 1}, "steering_angle": {"low": -30, "high": 30}},
       "action_space_type": "continuous"}, "low <= high"),
-    ({"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["LIDAR"]}, "exactly one camera"),
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": ["FRONT_FACING_CAMERA", "STEREO_CAMERAS"]},
+     "exactly one camera"),
+    ({"action_space": [{"steering_angle": 0, "speed": 1}], "sensor": []}, "no sensor"),
     ({"action_space": [{"steering_angle": 0, "speed": 1}], "action_space_type": "box"}, "action_space_type"),
     # simapp: float(version) raises on a non-number
     ({"action_space": [{"steering_angle": 0, "speed": 1}], "version": "v5"}, "version 'v5' is not a number"),

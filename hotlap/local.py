@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,13 +77,21 @@ def _spawn(module: str, env: dict[str, str], log_path: Path | None) -> subproces
         signal.signal(signal.SIGINT, previous)
 
 
+def collect_rate(progress: Mapping[str, str], workers: Mapping[str, Mapping[str, str]]) -> float:
+    """Env steps/s of all workers: over the last iteration's collection (its steps / collect_seconds),
+    or, before the first iteration, the sum of the workers' heartbeat rates. A heartbeat rate sampled
+    at an iteration's end is ~0 in sync mode (the workers wait for the new version), so it is no measure."""
+    if float(progress.get("collect_seconds", 0) or 0) > 0:
+        return float(progress.get("steps", 0)) / float(progress["collect_seconds"])
+    return sum(float(w.get("steps_per_s", 0)) for w in workers.values())
+
+
 def _iteration_metrics(transport: RunTransport, episodes_per_iteration: int) -> tuple[int, dict[str, float | str]]:
     """(iterations done, what the progress display shows) from the trainer's progress hash and
     the workers' heartbeats in Redis."""
     progress = transport.progress()
     workers = transport.live_workers()
-    steps_per_s = sum(float(w.get("steps_per_s", 0)) for w in workers.values())
-    live: dict[str, float | str] = {"workers": str(len(workers)), "steps/s": f"{steps_per_s:,.0f}"}
+    live: dict[str, float | str] = {"workers": str(len(workers)), "steps/s": f"{collect_rate(progress, workers):,.0f}"}
     if not progress:
         return 0, live
     evaluation: dict[str, float | str] = {}

@@ -53,3 +53,13 @@ def test_a_resumed_run_s_eta_counts_only_the_iterations_done_while_shown(monkeyp
 
 def test_format_metrics_rounds_floats_and_keeps_text() -> None:
     assert format_metrics({"reward": 12.345, "laps": 4, "workers": "2"}) == "reward 12.35 | laps 4 | workers 2"
+
+
+def test_the_progress_line_shows_the_iterations_collection_rate_not_a_waiting_heartbeat() -> None:
+    """In sync mode a worker's heartbeat rate at an iteration's end is ~0 (it waits for the new
+    version); the line shows the iteration's steps over its collection time instead."""
+    from hotlap.local import collect_rate
+
+    waiting = {"sim-0": {"steps_per_s": "0.0"}, "sim-1": {"steps_per_s": "0.0"}}
+    assert collect_rate({"steps": "1200", "collect_seconds": "4.0"}, waiting) == 300.0
+    assert collect_rate({}, {"sim-0": {"steps_per_s": "12.5"}, "sim-1": {"steps_per_s": "7.5"}}) == 20.0

@@ -140,6 +140,7 @@ def test_each_iteration_s_kl_reaches_the_log_the_progress_line_the_manifest_and_
            "(stopped early at kl > 0.0015)" in line
     _, shown = _iteration_metrics(transport, 3)
     assert shown["kl max"] == f"{stats['approx_kl_max']:.3f}" and shown["epochs"] == f"{stats['epochs']:.0f}*"
+    assert shown["steps/s"] == f"{48 / float(progress['collect_seconds']):,.0f}"  # 3 episodes x 16 steps
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     for tag, key in (("losses/approx_kl", "approx_kl"), ("losses/approx_kl_max", "approx_kl_max"),

@@ -5,6 +5,7 @@
     .venv/bin/python bench/learn.py --rewards centerline --iterations 40 --generalise reInvent2019_track Oval_track
     .venv/bin/python bench/learn.py --rewards centerline --action-spaces lidar_only --budget-s 300   # 5e
     .venv/bin/python bench/learn.py --budget-s 60 -- --episodes-per-iteration 4   # more `hotlap train` args
+    .venv/bin/python bench/learn.py --combine bench/results/learn*.json --png all.png  # one table and plot
 
 For each case (a reward function x an action space) it runs `hotlap train` from scratch on
 ``--track`` (default ``reinvent_base``, the re:Invent 2018 track) for at most ``--iterations``
@@ -103,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs-dir", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=BENCH / "results" / "learn.json")
     parser.add_argument("--png", type=Path, default=BENCH / "results" / "learn.png")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                        help="train nothing: print one table of these result files' cases and plot them in --png")
     parser.add_argument("extra", nargs="*", help="more `hotlap train` arguments (after --)")
     return parser.parse_args(argv)
 
@@ -276,8 +279,38 @@ def plot(cases: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+TABLE = [("case", "case", "s"), ("versions", "versions", "d"), ("reliable_lap_seconds", "3/3 at s", ".0f"),
+         ("reliable_lap_env_steps", "3/3 steps", "d"), ("best_lap_s", "best lap s", ".2f"),
+         ("best_lap_seconds", "at s", ".0f"), ("best_lap_in_window_s", "best in window", ".2f"),
+         ("max_kl", "max KL", ".3g"), ("iterations_stopped_early", "KL stops", "d"),
+         ("best_version_laps_all", "best 3/3", ""), ("last_version_laps_all", "last 3/3", "")]
+
+
+def print_results(results: list[dict[str, Any]]) -> None:
+    """The summary table, then each case's generalisation trials."""
+    print_table(TABLE, [r["summary"] for r in results])
+    for result in results:
+        for g in result["generalisation"]:
+            print(f"  {result['summary']['case']} v{g['version']} on {g['track']}: {g['laps']}/{g['trials']} laps, "
+                  f"best lap {g['best_lap_s'] or '-'} s, progress {g['progress']:.1f}%")
+
+
+def combine(paths: list[Path], png: Path) -> int:
+    """One table and one learning-curve PNG from several runs of this benchmark (each with its machine)."""
+    documents = [json.loads(path.read_text()) for path in paths]
+    results = [row for document in documents for row in document["rows"]]
+    for path, document in zip(paths, documents, strict=True):
+        print(f"{path}: {machine_line(document['machine'])}; {' '.join(document['command'])}")
+    print_results(results)
+    plot(results, png, machine_line(documents[0]["machine"]) + f"; {len(paths)} benchmark runs")
+    print(f"wrote {png}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.combine:
+        return combine(args.combine, args.png)
     info = machine() | {"trainer_device": os.environ.get("HOTLAP_DEVICE", "auto")}
     print(machine_line(info))
     spaces = args.action_spaces or (["fast_discrete", "fast_continuous"] if args.fast_lap else ["default"])
@@ -302,16 +335,7 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
     rows = [r["summary"] for r in results]
     print(f"{machine_line(info)}; track {args.track}, {args.workers} workers, {args.trials} trials per version")
-    print_table([("case", "case", "s"), ("versions", "versions", "d"), ("reliable_lap_seconds", "3/3 at s", ".0f"),
-                 ("reliable_lap_env_steps", "3/3 steps", "d"), ("best_lap_s", "best lap s", ".2f"),
-                 ("best_lap_seconds", "at s", ".0f"),
-                 ("best_lap_in_window_s", f"best in {args.window_s:.0f}s", ".2f"), ("max_kl", "max KL", ".3g"),
-                 ("iterations_stopped_early", "KL stops", "d"), ("best_version_laps_all", "best 3/3", ""),
-                 ("last_version_laps_all", "last 3/3", "")], rows)
-    for result in results:
-        for g in result["generalisation"]:
-            print(f"  {result['summary']['case']} v{g['version']} on {g['track']}: {g['laps']}/{g['trials']} laps, "
-                  f"progress {g['progress']:.1f}%")
+    print_results(results)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     summary = {"cases": rows}
     result = write_result(args.json, "learn", info, settings, results, summary)

@@ -108,6 +108,17 @@ def test_learn_bench_stops_at_its_budget_and_evaluates_every_version(tmp_path: P
     assert general["track"] == "Oval_track" and general["trials"] == 3
     assert result["summary"]["cases"] == [summary]
     assert png.read_bytes().startswith(b"\x89PNG")
+    assert summary["window_s"] == 900.0 and summary["iterations"] == versions[-1]["version"]
+    in_window = [v["best_lap_s"] for v in versions if v["best_lap_s"] is not None and v["seconds"] <= 900.0]
+    assert summary["best_lap_in_window_s"] == (min(in_window) if in_window else None)
+
+    combined = tmp_path / "combined.png"  # --combine: one table and plot of several result files
+    table = subprocess.run([sys.executable, str(REPO / "bench" / "learn.py"), "--combine", str(out), str(out),
+                            "--png", str(combined)], cwd=tmp_path, check=True, timeout=120, capture_output=True,
+                           text=True).stdout
+    assert sum(line.startswith("heading-default ") for line in table.splitlines()) == 2  # a row per case
+    assert "heading-default v" in table and "on Oval_track: " in table
+    assert combined.read_bytes().startswith(b"\x89PNG")
 
 
 def test_worker_bench(tmp_path: Path):

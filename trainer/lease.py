@@ -5,7 +5,10 @@ and renews it from a background thread every third of its lifetime. A second tra
 lease held, waits one lease lifetime (the holder may be a trainer that just died) and exits
 naming the holder. A trainer that cannot renew in time (paused, cut off from Redis, or its lease
 taken over) stops before it publishes anything: `check()` fails once the last renewal is older
-than the lease lifetime, by the monotonic clock, even before the renewal thread has noticed.
+than the lease lifetime, by the monotonic clock, even before the renewal thread has noticed —
+unless nobody took the expired lease meanwhile (a laptop that slept, a SIGSTOP): then the trainer
+takes it again with the same SET NX and goes on, and `take_reacquired()` tells the trainer to
+check that no other trainer published while it was away.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class TrainerLease:
         self.holder = holder or holder_name()
         self._renewed_at = 0.0  # monotonic time of the last successful SET/renewal
         self._lost: str | None = None
+        self._reacquired = False
+        self._lock = threading.Lock()  # the renewal thread and check() may both try to take it back
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,11 +85,44 @@ class TrainerLease:
             except TransportError as e:
                 log.warning("renewing the trainer lease failed (%s); retrying", e)
                 continue  # check() fails once the lease has run out
-            if not held:
+            if held:
+                self._renewed_at = started
+            elif not self._take_back():
                 self._lost = self._describe_loss()
                 log.error("%s", self._lost)
                 return
-            self._renewed_at = started
+
+    def _take_back(self) -> bool:
+        """After the lease expired under this holder: take it again if nobody else did (SET NX).
+        Redis errors count as not taken (the caller then stops, as it would have)."""
+        with self._lock:
+            started = time.monotonic()
+            try:
+                current = self.transport.acquire_lease(self.holder, self.ttl_ms)
+            except TransportError:
+                return False
+            if current == self.holder:  # the other thread took it back already: just renew it
+                try:
+                    held = self.transport.renew_lease(self.holder, self.ttl_ms)
+                except TransportError:
+                    return False
+                if held:
+                    self._renewed_at = started
+                return held
+            if current is not None:
+                return False
+            log.warning("the trainer lease was gone %.1fs after its last renewal (was this process paused, the "
+                        "machine asleep or Redis restarted?); nobody had taken it, so this trainer holds it again",
+                        started - self._renewed_at)
+            self._renewed_at, self._reacquired = started, True
+            return True
+
+    def take_reacquired(self) -> bool:
+        """True once after the lease was taken back (:meth:`_take_back`); the trainer must then
+        check that the store has not moved on before it publishes."""
+        with self._lock:
+            taken, self._reacquired = self._reacquired, False
+            return taken
 
     def _describe_loss(self) -> str:
         try:
@@ -99,7 +137,7 @@ class TrainerLease:
         if self._lost:
             raise LeaseError(self._lost)
         age = time.monotonic() - self._renewed_at
-        if age >= self.lease_s:
+        if age >= self.lease_s and not self._take_back():
             raise LeaseError(f"the trainer lease was last renewed {age:.1f}s ago (lease {self.lease_s:.0f}s): "
                              f"another trainer may hold it now; stopping without publishing")
 

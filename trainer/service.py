@@ -140,6 +140,7 @@ class TrainerService(ServiceLoop):
         super().__init__(transport, log, store, config.retry_give_up_s)
         self.config = config
         self.lease: TrainerLease | None = None
+        self.published: int | None = None  # the latest version this trainer published or resumed from
         self.device = resolve_device(config.device)
         self.episode_rows: list[tuple[Any, ...]] = []
         self.last_evaluation_poll = float("-inf")
@@ -262,6 +263,7 @@ class TrainerService(ServiceLoop):
         self.checkpoints = self._load_checkpoint_index(files.settings.best_model_metric)
         self.retrying("ensuring the consumer group", self.transport.ensure_group)
         self.version = self._resume_or_start()
+        self.published = self.version
         self._set_status("running")
         self.retrying("announcing version", self.transport.announce_version, self.version)
         log.info("trainer on %s: iterations %d..%d, %d episodes per iteration, network %s", self.device,
@@ -434,8 +436,16 @@ class TrainerService(ServiceLoop):
             self.check_run_not_failed()  # raises RunFailed with the recorded reason
 
     def _check_lease(self) -> None:
-        if self.lease is not None:
-            self.lease.check()
+        if self.lease is None:
+            return
+        self.lease.check()
+        if self.lease.take_reacquired():
+            # The lease expired while this trainer was away and nobody held it when it came back;
+            # someone may still have trained meanwhile and let it go: then this one's update is stale.
+            latest = self.retrying("reading the latest version", self.store.latest_version)
+            if latest != self.published:
+                raise LeaseError(f"another trainer published model version {latest} while this one was paused "
+                                 f"(it holds version {self.published}); stopping without publishing")
 
     def _publish(self, version: int, stats: dict[str, float], extra: dict[str, Any] | None = None) -> None:
         self._check_lease()  # a trainer that lost its lease must not write model/<v>
@@ -445,6 +455,7 @@ class TrainerService(ServiceLoop):
         manifest = {**self.manifest_base, **(extra or {}), "training_stats": stats}
         self.retrying("publishing model", self.store.publish_version, version, weights, manifest,
                        buffer.getvalue())
+        self.published = version
         if self.files.settings.schedule == "sync" and version < self.max_iterations:
             # Before the announcement, so workers that see the version find its tickets open.
             self.retrying("opening tickets", self.transport.open_tickets, version, self.episodes_per_iteration)

@@ -196,3 +196,47 @@ def test_a_trainer_that_lost_its_lease_stops_without_publishing(procs: Procs):
     assert "lost the trainer lease" in procs.log("trainer") or "last renewed" in procs.log("trainer")
     assert procs.procs["trainer-2"].poll() is None
     assert procs.store.latest_version() == 0
+
+
+def _pause_past_the_lease(procs: Procs) -> subprocess.Popen[bytes]:
+    """A trainer set up (version 0 published, waiting for episodes), then SIGSTOPped until Redis let
+    its lease expire: a laptop that slept, a debugger, a swapped-out container."""
+    first = procs.start("trainer", "trainer", **LEASE)
+    procs.wait_for_log("trainer", "trainer on")
+    first.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while procs.transport.client.exists(procs.transport.keys.trainer_lease):
+        assert time.monotonic() < deadline, "the paused trainer's lease never expired"
+        time.sleep(0.2)
+    return first
+
+
+def test_a_trainer_paused_past_its_lease_takes_it_back_when_nobody_else_did(procs: Procs):
+    """Nobody took the run while the trainer was away: it holds its lease again and trains on."""
+    first = _pause_past_the_lease(procs)
+    first.send_signal(signal.SIGCONT)
+    procs.wait_for_log("trainer", "so this trainer holds it again")
+    time.sleep(3 * float(LEASE["HOTLAP_TRAINER_LEASE_S"]))  # renewals go on: still alive, still holding
+    assert first.poll() is None, procs.log("trainer")
+    assert f"pid={first.pid} " in procs.transport.client.get(procs.transport.keys.trainer_lease).decode()
+    first.send_signal(signal.SIGTERM)
+    assert procs.wait("trainer") == 0, procs.log("trainer")
+
+
+def test_a_trainer_paused_past_its_lease_stops_if_another_published_meanwhile(procs: Procs):
+    """Another trainer held the run while this one slept, published a version and stopped: the
+    sleeper takes the free lease back, sees the store moved on, and stops without publishing."""
+    first = _pause_past_the_lease(procs)
+    try:
+        procs.start("trainer-2", "trainer", **LEASE)
+        procs.wait_for_log("trainer-2", "trainer on")
+        version_0 = procs.store.load_version(0, with_optimizer=True)  # what trainer-2 would have trained
+        procs.store.publish_version(1, version_0.weights, version_0.manifest, version_0.optimizer)
+        procs.procs["trainer-2"].send_signal(signal.SIGTERM)
+        assert procs.wait("trainer-2") == 0, procs.log("trainer-2")
+        assert not procs.transport.client.exists(procs.transport.keys.trainer_lease)  # released
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert procs.wait("trainer") == 3, procs.log("trainer")
+    assert "another trainer published model version 1 while this one was paused" in procs.log("trainer")
+    assert procs.store.latest_version() == 1

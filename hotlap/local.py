@@ -164,6 +164,8 @@ def _train_locally(run: LocalRun, files: RunFiles) -> int:
     if seeded.outcome != "new":
         print(f"{store.url}: {'same files: resuming' if seeded.outcome == 'resumed' else 'overwrote'} "
               f"run {run.run_id} (identity {seeded.nonce})", flush=True)
+    if (ended := _already_ended(run, store)) is not None:
+        return ended
     log_dir = run.log_dir
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +200,24 @@ def _train_locally(run: LocalRun, files: RunFiles) -> int:
     failure = status.reason if status and status.state == "failed" else (store.failure() or "")
     _summary(run, store, codes, failure, errors, time.monotonic() - started)
     return 0 if all(code == 0 for code in codes) and not failure and store.is_done() else 1
+
+
+def _already_ended(run: LocalRun, store: ModelStore) -> int | None:
+    """A finished or failed run is not trained again (the trainer would exit at once): say so and
+    what to do, without starting Redis or any process. The exit status, or None to train."""
+    failure = store.failure()
+    if failure is not None:
+        print(f"run {run.run_id} failed earlier and is not trained again: {failure}\n"
+              f"  fix the cause, then start over with --overwrite (deletes that run) or a new --run-id", flush=True)
+        return 1
+    if not store.is_done():
+        return None
+    latest = store.latest_version()
+    print(f"run {run.run_id} is already finished (ip/done; model version {latest} in {store.url}): nothing to train\n"
+          f"  evaluate it:      hotlap evaluate {store.url}\n"
+          f"  train on from it: a new --run-id with --pretrained {store.url}@best (clone)\n"
+          f"  start over:       --overwrite (deletes that run)", flush=True)
+    return 0
 
 
 @contextmanager

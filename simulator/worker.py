@@ -158,7 +158,9 @@ class SimulatorWorker(ServiceLoop):
         try:
             self._load_inputs()
             self.check_run_not_failed_in_store()
-            self._wait_for_run()
+            if not self._wait_for_run():
+                log.info("run %s is already done: nothing to play", self.config.run_id)
+                return EXIT_OK
             self._setup()
             while not self.stop_requested:
                 status, latest = self._poll_run_state()
@@ -189,15 +191,21 @@ class SimulatorWorker(ServiceLoop):
                  self.episodes_played, self.steps_played, self.trainer_wait.waiting_s)
         return EXIT_OK
 
-    def _wait_for_run(self) -> None:
-        """Wait until the trainer has published version 0 (or the run ended)."""
+    def _wait_for_run(self) -> bool:
+        """Wait until the trainer has published version 0: True. False when the run is done (ip/done
+        in the store, or the status a trainer set on finding it: a finished run started again has no
+        version in a fresh Redis, so waiting for one would never end). Raises RunFailed."""
+        if self.retrying("checking ip/done", self.store.is_done):
+            return False
         announced = False
         while not self.stop_requested:
             status, version = self.retrying("reading run state", self.transport.run_state)
             if status is not None and status.state == "failed":
                 raise RunFailed(status.reason)
-            if status is not None and status.state in ("running", "done") and version is not None:
-                return
+            if status is not None and status.state == "done":
+                return False
+            if status is not None and status.state == "running" and version is not None:
+                return True
             if not announced:
                 log.info("waiting for the trainer to publish model version 0")
                 announced = True

@@ -240,3 +240,17 @@ def test_a_trainer_paused_past_its_lease_stops_if_another_published_meanwhile(pr
     assert procs.wait("trainer") == 3, procs.log("trainer")
     assert "another trainer published model version 1 while this one was paused" in procs.log("trainer")
     assert procs.store.latest_version() == 1
+
+
+@pytest.mark.parametrize("ended_in", ["store", "redis"])
+def test_a_worker_started_on_a_finished_run_exits_at_once(procs: Procs, ended_in: str):
+    """A finished run started again (compose `up`, `hotlap train`) has no model version in a fresh
+    Redis: a worker must not wait for one that never comes. ip/done in the store, or the status
+    "done" a trainer sets on finding it, ends the worker's wait."""
+    if ended_in == "store":
+        procs.store.mark_done()
+    else:
+        procs.transport.set_status("done")
+    procs.start("simulator", "simulator")
+    assert procs.wait("simulator") == 0, procs.log("simulator")
+    assert "is already done: nothing to play" in procs.log("simulator")

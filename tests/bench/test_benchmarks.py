@@ -111,6 +111,8 @@ def test_learn_bench_stops_at_its_budget_and_evaluates_every_version(tmp_path: P
     assert summary["window_s"] == 900.0 and summary["iterations"] == versions[-1]["version"]
     in_window = [v["best_lap_s"] for v in versions if v["best_lap_s"] is not None and v["seconds"] <= 900.0]
     assert summary["best_lap_in_window_s"] == (min(in_window) if in_window else None)
+    reliable = [v["best_lap_s"] for v in versions if v["best_lap_s"] is not None and v["laps"] == v["trials"]]
+    assert summary["best_reliable_lap_s"] == (min(reliable) if reliable else None)
 
     combined = tmp_path / "combined.png"  # --combine: one table and plot of several result files
     table = subprocess.run([sys.executable, str(REPO / "bench" / "learn.py"), "--combine", str(out), str(out),

@@ -265,7 +265,7 @@ def plot(cases: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (progress_ax, kl_ax) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    fig, (progress_ax, lap_ax, kl_ax) = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
     for case in cases:
         rows = case["versions"]
         seconds = [r["seconds"] for r in rows]
@@ -273,6 +273,9 @@ def plot(cases: list[dict[str, Any]], path: Path, title: str) -> None:
         laps = [(r["seconds"], r["progress"]) for r in rows if r["trials"] and r["laps"] == r["trials"]]
         if laps:
             progress_ax.scatter(*zip(*laps, strict=True), marker="*", s=120, color=line.get_color())
+        reliable = [(r["seconds"], r["best_lap_s"]) for r in rows if r["best_lap_s"] and r["laps"] == r["trials"]]
+        if reliable:
+            lap_ax.plot(*zip(*reliable, strict=True), marker=".", color=line.get_color())
         kl = [(r["seconds"], r["approx_kl_max"]) for r in rows if r["approx_kl_max"]]
         if kl:
             kl_ax.plot(*zip(*kl, strict=True), marker=".", color=line.get_color())
@@ -280,6 +283,7 @@ def plot(cases: list[dict[str, Any]], path: Path, title: str) -> None:
     progress_ax.set_ylim(0, 105)
     progress_ax.legend(fontsize=8)
     progress_ax.set_title(title, fontsize=9)
+    lap_ax.set_ylabel("best greedy lap (s, sim time)\nof versions lapping 3/3")
     kl_ax.set_yscale("log")
     kl_ax.set_ylabel("approx KL of the update (max epoch)")
     kl_ax.set_xlabel("wall-clock seconds since `hotlap train` started")

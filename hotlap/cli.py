@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -158,12 +159,29 @@ def cmd_train(args: argparse.Namespace) -> int:
                    workers=args.workers, redis_url=args.redis_url, overwrite=args.overwrite,
                    redis_maxmemory=args.redis_maxmemory,
                    log_dir=(args.runs_dir / run_id / "logs" / "processes").resolve() if not args.store else None,
-                   tensorboard_dir=Path(args.tensorboard).resolve() if args.tensorboard else None)
-    print(f"training {run_id} on {run_files.settings.track}: {args.workers} worker(s) × "
-          f"{run_files.settings.cars_per_worker} car(s), {run_files.settings.max_iterations} iterations × "
-          f"{run_files.hyperparameters.num_episodes_between_training} episodes, "
-          f"sensors {','.join(run_files.metadata.sensor)} → {store_url}", flush=True)
+                   tensorboard_dir=Path(args.tensorboard).resolve() if args.tensorboard else None,
+                   banner=f"training {run_id} on {run_files.settings.track}: {args.workers} worker(s) × "
+                          f"{run_files.settings.cars_per_worker} car(s), {run_files.settings.max_iterations} "
+                          f"iterations × {run_files.hyperparameters.num_episodes_between_training} episodes, "
+                          f"sensors {','.join(run_files.metadata.sensor)} → {store_url}",
+                   resume_command=resume_command(args.argv, run_id))
     return train_locally(run, run_files)
+
+
+def resume_command(argv: Sequence[str], run_id: str) -> str:
+    """The command that resumes this run: as it was typed, with ``--run-id`` added when the run id was
+    generated (without it the same command starts a new run), run by the hotlap that runs now."""
+    program = sys.argv[0]
+    if os.path.basename(program) == "hotlap":
+        relative = os.path.relpath(program)
+        program = relative if not relative.startswith("..") else program
+    else:  # python -m hotlap
+        program = f"{os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable}" \
+                  " -m hotlap"
+    words = list(argv)
+    if not any(word == "--run-id" or word.startswith("--run-id=") for word in words):
+        words += ["--run-id", run_id]
+    return f"{program} {shlex.join(words)}"
 
 
 HEALTH_POLL_S = 2.0
@@ -482,6 +500,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(os.environ).parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: the resume command repeats it
     try:
         code: int = args.func(args)
         return code

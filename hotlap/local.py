@@ -8,7 +8,6 @@ trainer and N simulator workers as separate processes — the same `python -m tr
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from hotlap.redis_server import die_with_parent, redis_server
 from hotlap.seed import seed_store
 from shared.config import REDIS_MAXMEMORY_BYTES, ServiceConfig, redact_url
 from shared.run_files import RunFiles
+from shared.service import EXIT_LEASE, EXIT_NOT_SEEDED, EXIT_SERVER_ERROR
 from shared.store import ModelStore, open_store
 from shared.transport import RunTransport, TransportError
 
@@ -43,6 +43,8 @@ class LocalRun:
     quiet: bool = False
     overwrite: bool = False  # replace a run with different files in the store (else: refuse)
     tensorboard_dir: Path | None = None  # the trainer writes TensorBoard scalars here
+    banner: str = ""  # printed once the run is known to train (not for a run that already ended)
+    resume_command: str = ""  # printed in the summary of a run that stopped before its end
 
 
 def _service_env(run: LocalRun, redis_url: str, worker_name: str | None = None) -> dict[str, str]:
@@ -161,11 +163,13 @@ def _train_locally(run: LocalRun, files: RunFiles) -> int:
     _check_service_settings(run)
     store = ModelStore(open_store(run.store_url, run.s3_endpoint_url))
     seeded = seed_store(store, files, overwrite=run.overwrite)
+    if (ended := _already_ended(run, store)) is not None:
+        return ended
+    if run.banner:
+        print(run.banner, flush=True)
     if seeded.outcome != "new":
         print(f"{store.url}: {'same files: resuming' if seeded.outcome == 'resumed' else 'overwrote'} "
               f"run {run.run_id} (identity {seeded.nonce})", flush=True)
-    if (ended := _already_ended(run, store)) is not None:
-        return ended
     log_dir = run.log_dir
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -202,21 +206,36 @@ def _train_locally(run: LocalRun, files: RunFiles) -> int:
     return 0 if all(code == 0 for code in codes) and not failure and store.is_done() else 1
 
 
+# What a service's exit status means (shared.service), for the summary of a run that did not end well.
+EXIT_REASONS = {
+    EXIT_SERVER_ERROR: "Redis or the store refused for good, or stayed away past HOTLAP_RETRY_GIVE_UP_S",
+    EXIT_NOT_SEEDED: "the store holds no run to join",
+    EXIT_LEASE: "another trainer holds this run's lease or took it over (one trainer per run)",
+}
+
+
 def _already_ended(run: LocalRun, store: ModelStore) -> int | None:
     """A finished or failed run is not trained again (the trainer would exit at once): say so and
     what to do, without starting Redis or any process. The exit status, or None to train."""
+    # --overwrite deletes a run only when its files changed (seed_store): a finished run left with
+    # HOTLAP_OVERWRITE=1 set must not be deleted by the next start, so starting over is a new run id.
+    start_over = "a new --run-id (--overwrite replaces a run only when its files changed)"
     failure = store.failure()
     if failure is not None:
-        print(f"run {run.run_id} failed earlier and is not trained again: {failure}\n"
-              f"  fix the cause, then start over with --overwrite (deletes that run) or a new --run-id", flush=True)
+        print(f"run {run.run_id} failed earlier and is not trained again: {failure or '(no reason recorded)'}\n"
+              f"  fix the cause, then start over: {start_over}", flush=True)
         return 1
     if not store.is_done():
         return None
     latest = store.latest_version()
+    if latest is None:
+        print(f"run {run.run_id} is marked finished (ip/done) but {store.url} holds no model version: "
+              f"nothing to train or evaluate; start over: {start_over}", flush=True)
+        return 1
     print(f"run {run.run_id} is already finished (ip/done; model version {latest} in {store.url}): nothing to train\n"
           f"  evaluate it:      hotlap evaluate {store.url}\n"
           f"  train on from it: a new --run-id with --pretrained {store.url}@best (clone)\n"
-          f"  start over:       --overwrite (deletes that run)", flush=True)
+          f"  start over:       {start_over}", flush=True)
     return 0
 
 
@@ -282,10 +301,16 @@ def _summary(run: LocalRun, store: ModelStore, codes: list[int], failure: str, e
     print(f"  exit codes:     trainer {codes[0]}, workers {codes[1:]}")
     if run.log_dir:
         print(f"  process logs:   {run.log_dir}")
+    logs = ["trainer.log"] + [f"simulator-{i}.log" for i in range(len(codes) - 1)]
+    for log_name, code in zip(logs, codes, strict=True):
+        if code in EXIT_REASONS:
+            where = f": {run.log_dir / log_name}" if run.log_dir else ""
+            print(f"  exit {code}:         {log_name.removesuffix('.log')}: {EXIT_REASONS[code]} (its log says more"
+                  f"{where})")
     if failure:
         print(f"  FAILED:         {failure}")
     elif not store.is_done():  # stopped: the same command, with the same files, goes on from `latest`
-        print(f"  to resume:      hotlap {shlex.join(sys.argv[1:])}")
+        print(f"  to resume:      {run.resume_command or 'the same command with --run-id ' + run.run_id}")
     for error in errors[:5]:
         if not failure or failure not in error:
             print(f"  error:          {error}")

@@ -1,11 +1,10 @@
 """`hotlap runs [STORE]`: every run in a local folder or an S3 prefix, read from the store alone.
 
 A run is a model prefix holding ``training_params.yaml`` (what `hotlap train` / `hotlap seed`
-write first). Its status comes from the store: ``done`` when ``ip/done`` exists (the trainer
-writes it at the last iteration); otherwise ``running`` while files keep being written, and
-``stopped`` once nothing was written for STALE_AFTER_S. The store holds no failure marker today:
-the reason of a failed run is in Redis (``hotlap:{run}:status``), which the store does not see,
-so a failed run shows as ``stopped`` here.
+write first). Its status comes from the store: ``failed`` with the reason when ``ip/failed``
+exists (written by whichever process failed the run; a failed run is not trained again), ``done``
+when ``ip/done`` exists (the trainer writes it at the last iteration); otherwise ``running`` while
+files keep being written, and ``stopped`` once nothing was written for STALE_AFTER_S.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from shared.config import ConfigError, RunSettings
 from shared.store import (
     CHECKPOINTS_INDEX,
     DONE_MARKER,
+    FAILED_MARKER,
     MANIFEST_FILE,
     TRAINING_PARAMS,
     LocalStore,
@@ -59,7 +59,7 @@ class RunSummary:
     run: str  # the run's path inside STORE ("." when STORE is the run itself)
     url: str
     track: str | None
-    status: str  # done | running | stopped
+    status: str  # failed | done | running | stopped
     reason: str
     versions: int  # published model versions, 0 included
     latest_version: int | None
@@ -115,14 +115,21 @@ def summarise(store: ModelStore, run: str, infos: list[ObjectInfo], now: float) 
     except (ConfigError, StoreError) as e:
         settings = None
         problems.append(str(e))
-    if DONE_MARKER in keys:
+    if FAILED_MARKER in keys:
+        try:
+            reason = store.failure() or "(no reason recorded)"
+        except StoreError as e:
+            reason = "(the reason could not be read)"
+            problems.append(str(e))
+        status = "failed"
+    elif DONE_MARKER in keys:
         status, reason = "done", ""
     elif now - updated < STALE_AFTER_S:
         status, reason = "running", ""
     else:
         status = "stopped"
-        reason = (f"no {DONE_MARKER} and nothing written for {(now - updated) / 60:.0f} min: stopped, "
-                  "interrupted or failed (the store keeps no failure reason; Redis' run status has it)")
+        reason = (f"no {DONE_MARKER} and nothing written for {(now - updated) / 60:.0f} min: stopped or "
+                  "interrupted (the same command resumes it)")
     versions = sorted(int(k.split("/")[1]) for k in keys
                       if k.startswith("model/") and k.endswith("/" + MANIFEST_FILE) and k.split("/")[1].isdigit())
     try:

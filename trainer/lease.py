@@ -112,8 +112,8 @@ class TrainerLease:
             if current is not None:
                 return False
             log.warning("the trainer lease was gone %.1fs after its last renewal (was this process paused, the "
-                        "machine asleep or Redis restarted?); nobody had taken it, so this trainer holds it again",
-                        started - self._renewed_at)
+                        "machine asleep or Redis restarted?); nobody holds it now, so this trainer takes it back "
+                        "(it publishes only if no other trainer published meanwhile)", started - self._renewed_at)
             self._renewed_at, self._reacquired = started, True
             return True
 

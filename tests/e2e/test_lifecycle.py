@@ -215,7 +215,7 @@ def test_a_trainer_paused_past_its_lease_takes_it_back_when_nobody_else_did(proc
     """Nobody took the run while the trainer was away: it holds its lease again and trains on."""
     first = _pause_past_the_lease(procs)
     first.send_signal(signal.SIGCONT)
-    procs.wait_for_log("trainer", "so this trainer holds it again")
+    procs.wait_for_log("trainer", "so this trainer takes it back")
     time.sleep(3 * float(LEASE["HOTLAP_TRAINER_LEASE_S"]))  # renewals go on: still alive, still holding
     assert first.poll() is None, procs.log("trainer")
     assert f"pid={first.pid} " in procs.transport.client.get(procs.transport.keys.trainer_lease).decode()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -100,3 +102,18 @@ def test_seed_accepts_deepracer_s_legacy_files_with_one_warning_each(tmp_path: P
     stored = json.loads((store / "ip/hyperparameters.json").read_text())
     assert stored["lr"] == 0.001 and "my_comment" not in stored
     assert json.loads((store / "model/model_metadata.json").read_text())["action_space"][0]["steering_angle"] == 45
+
+
+def test_the_resume_command_names_the_run_it_resumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Without --run-id the same command starts a new run, so the summary's resume line adds it."""
+    from hotlap.cli import resume_command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / ".venv" / "bin" / "hotlap"), "train"])
+    assert resume_command(["train", "--max-iterations", "3"], "hotlap-1") == \
+        ".venv/bin/hotlap train --max-iterations 3 --run-id hotlap-1"
+    assert resume_command(["train", "--run-id", "mine", "--track", "my track.npy"], "mine") == \
+        ".venv/bin/hotlap train --run-id mine --track 'my track.npy'"
+    assert resume_command(["train", "--run-id=mine"], "mine").endswith("train --run-id=mine")
+    monkeypatch.setattr(sys, "argv", ["/x/hotlap/__main__.py", "train"])
+    assert resume_command(["train"], "r").endswith(" -m hotlap train --run-id r")

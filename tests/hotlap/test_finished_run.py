@@ -30,11 +30,12 @@ def _train_again(tmp_path: Path) -> int:
 
 def test_a_finished_run_is_not_trained_again_and_nothing_starts(
         seeded: ModelStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seeded.publish_version(0, b"weights", {"version": 0})
     seeded.mark_done()
     assert _train_again(tmp_path) == 0
     out = capsys.readouterr().out
     assert f"run {RUN_ID} is already finished" in out and "nothing to train" in out
-    for hint in (f"hotlap evaluate {seeded.url}", "--pretrained", "--overwrite"):
+    for hint in (f"hotlap evaluate {seeded.url}", "--pretrained", "a new --run-id"):
         assert hint in out
     assert "live status" not in out  # no Redis was started
     assert not (tmp_path / "runs" / RUN_ID / "logs" / "processes").exists()  # no process was started
@@ -48,3 +49,11 @@ def test_a_failed_run_is_not_trained_again_and_says_why(
     assert "failed earlier and is not trained again: reward_function.py line 3: ValueError: broken on purpose" in out
     assert "--overwrite" in out and "live status" not in out
     assert not (tmp_path / "runs" / RUN_ID / "logs" / "processes").exists()
+
+
+def test_a_run_marked_finished_without_a_model_says_so(
+        seeded: ModelStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seeded.mark_done()  # ip/done, but model/latest.json never written
+    assert _train_again(tmp_path) == 1
+    out = capsys.readouterr().out
+    assert "marked finished (ip/done) but" in out and "holds no model version" in out and "hotlap evaluate" not in out

@@ -102,13 +102,33 @@ def test_a_stop_signal_stops_the_services_against_a_live_redis_and_leaves_nothin
     assert not [pid for pid in started if alive(pid)], "a process hotlap train started outlived it"
 
 
+def _train_until(tmp_path: Path, version: int) -> str:
+    """`hotlap train` (run r) until the store holds ``version``, then `kill` (SIGTERM); its output."""
+    proc = subprocess.Popen(train_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO, env=environment(), start_new_session=True)
+    store = ModelStore(open_store(f"file://{tmp_path / 'runs' / 'r'}"))
+    try:
+        deadline = time.monotonic() + 300
+        while (store.latest_version() or 0) < version and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        os.kill(proc.pid, signal.SIGTERM)
+        return proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_a_resumed_run_appends_to_its_process_logs(tmp_path: Path) -> None:
     """The first session's lines (and why it stopped) survive a resume."""
-    run = [*train_command(tmp_path)[:-2], "--max-steps", "40", "--max-iterations", "1"]
-    for _ in range(2):
-        subprocess.run(run, capture_output=True, timeout=300, cwd=REPO, env=environment(), check=True)
+    first = _train_until(tmp_path, 1)
+    resume = next(line for line in first.splitlines() if "to resume:" in line)
+    assert " -m hotlap train " in resume and resume.endswith("--max-steps 40"), resume  # as typed
+    second = _train_until(tmp_path, 2)
+    assert "same files: resuming run r" in second, second[-3000:]
     log = (tmp_path / "runs" / "r" / "logs" / "processes" / "trainer.log").read_text()
-    assert log.count("run r is already done") == 1 and log.index("run r is already done") > log.index("run r done")
+    assert log.count("holding the trainer lease") == 2  # both sessions' trainers
+    assert log.index("signal 15") < log.rindex("holding the trainer lease")  # the first one's stop kept
 
 
 def test_a_killed_hotlap_train_takes_redis_and_its_services_with_it(tmp_path: Path) -> None:

@@ -107,3 +107,18 @@ def test_a_damaged_run_is_listed_with_what_cannot_be_read(trained_run: Path, tmp
     assert len(run.problems) == 1 and "model/deepracer_checkpoints.json" in run.problems[0]
     table = hotlap("runs", str(tmp_path / "runs"), cwd=tmp_path)
     assert table.returncode == 0 and "damaged: cannot read model/deepracer_checkpoints.json" in table.stdout
+
+
+def test_a_failed_run_is_listed_as_failed_with_its_reason(trained_run: Path, tmp_path: Path):
+    """ip/failed is the store's failure marker (any failing process writes it): shown at once and
+    forever, not as running and then stopped."""
+    for name, reason in (("failed", b"reward_function.py line 3: ValueError: broken on purpose"), ("blank", b"")):
+        shutil.copytree(trained_run, tmp_path / "runs" / name)
+        (tmp_path / "runs" / name / "ip" / "done").unlink()
+        (tmp_path / "runs" / name / "ip" / "failed").write_bytes(reason)
+    last_write = max(p.stat().st_mtime for p in (tmp_path / "runs").rglob("*") if p.is_file())
+    for now in (last_write + 60, last_write + STALE_AFTER_S + 60):
+        runs = {r.run: r for r in list_runs(str(tmp_path / "runs"), now=now)}
+        assert runs["failed"].status == "failed"
+        assert runs["failed"].reason == "reward_function.py line 3: ValueError: broken on purpose"
+        assert runs["blank"].status == "failed" and runs["blank"].reason == "(no reason recorded)"

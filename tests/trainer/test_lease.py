@@ -27,7 +27,7 @@ def test_an_expired_lease_nobody_took_is_taken_back_once(transport: RunTransport
     _expire(lease)
     with caplog.at_level("WARNING", logger="hotlap.trainer"):
         lease.check()  # does not raise: nobody else holds the run
-    assert "nobody had taken it, so this trainer holds it again" in caplog.text
+    assert "nobody holds it now, so this trainer takes it back" in caplog.text
     assert transport.client.get(transport.keys.trainer_lease) == b"host=a pid=1 token=x"
     assert lease.take_reacquired() and not lease.take_reacquired()  # told once
     lease.check()  # fresh again

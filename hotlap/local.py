@@ -29,6 +29,7 @@ from shared.transport import RunTransport, TransportError
 
 PROGRESS_EVERY_S = 1.0
 WORKER_EXIT_GRACE_S = 30.0
+STOP_AT_ONCE_GRACE_S = 5.0  # after a second Ctrl-C, before SIGKILL
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,7 @@ def _train_locally(run: LocalRun, files: RunFiles) -> int:
             codes = _wait_all(trainer, workers)
         except KeyboardInterrupt:
             print("\ninterrupted again: stopping at once", flush=True)
-            _signal_all([trainer, *workers])  # a service's second SIGTERM exits it at once
-            codes = _wait_all(trainer, workers)
+            codes = _stop_at_once([trainer, *workers])
         try:
             status = transport.status()
             errors = transport.recent_errors()
@@ -277,6 +277,21 @@ def _signal_all(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+
+
+def _stop_at_once(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    """A second SIGTERM exits a service at once, but only between Python bytecodes: one stuck in a
+    long native call (a loaded machine's PPO minibatch) is killed after STOP_AT_ONCE_GRACE_S."""
+    _signal_all(procs)
+    deadline = time.monotonic() + STOP_AT_ONCE_GRACE_S
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes.append(proc.wait())
+    return codes
 
 
 def _wait_all(trainer: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]]) -> list[int]:

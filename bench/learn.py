@@ -326,7 +326,10 @@ def combine(paths: list[Path], png: Path) -> int:
     for path, document in zip(paths, documents, strict=True):
         print(f"{path}: {machine_line(document['machine'])}; {' '.join(document['command'])}")
     print_results(results)
-    plot(results, png, machine_line(documents[0]["machine"]) + f"; {len(paths)} benchmark runs")
+    first = documents[0]["machine"]
+    loads = ", ".join(f"{document['machine']['loadavg_start'][0]:.1f}" for document in documents)
+    plot(results, png, f"{first['cpu_model']}, {first['cores']} cores, {first['memory_gib']} GiB; "
+                       f"{len(paths)} benchmark runs, load average at their start {loads}")
     print(f"wrote {png}")
     return 0
 

@@ -311,9 +311,22 @@ def print_results(results: list[dict[str, Any]]) -> None:
                   f"best lap {g['best_lap_s'] or '-'} s, progress {g['progress']:.1f}%")
 
 
+def read_result(path: Path) -> dict[str, Any]:
+    """A result file of this benchmark; SystemExit naming the file and what is wrong with it."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"--combine {path}: cannot read it as JSON: {e}") from e
+    if not isinstance(document, dict) or document.get("benchmark") != "learn" or not isinstance(
+            document.get("rows"), list) or not all(isinstance(r, dict) and "summary" in r for r in document["rows"]):
+        raise SystemExit(f"--combine {path}: not a bench/learn.py result (its \"benchmark\" is "
+                         f"{document.get('benchmark') if isinstance(document, dict) else None!r})")
+    return document
+
+
 def combine(paths: list[Path], png: Path) -> int:
     """One table and one learning-curve PNG from several runs of this benchmark (each with its machine)."""
-    documents = [json.loads(path.read_text()) for path in paths]
+    documents = [read_result(path) for path in paths]
     results = []
     for document in documents:  # summaries recomputed from the versions: files of older versions of this script too
         window_s = float(document["settings"].get("window_s", 900.0))
@@ -337,6 +350,8 @@ def combine(paths: list[Path], png: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.combine:
+        if args.png.suffix.lower() != ".png":
+            raise SystemExit(f"--png {args.png}: the plot is a .png file")
         return combine(args.combine, args.png)
     info = machine() | {"trainer_device": os.environ.get("HOTLAP_DEVICE", "auto")}
     print(machine_line(info))

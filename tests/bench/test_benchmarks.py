@@ -131,3 +131,14 @@ def test_worker_bench(tmp_path: Path):
                               "sim_steps_per_cpu_s", "worker_over_act", "inference_mode_over_no_grad",
                               "act_wall_steps_per_s_threads_1"])
     assert result["summary"]["fastest_cars_per_worker"] in (1, 2)
+
+
+def test_learn_combine_names_a_file_that_is_not_a_learn_result(tmp_path: Path):
+    (tmp_path / "broken.json").write_text("{")
+    cases = [(tmp_path / "missing.json", "cannot read it as JSON"), (tmp_path / "broken.json", "cannot read it as JSON"),
+             (REPO / "bench" / "results" / "kl.json", "not a bench/learn.py result (its \"benchmark\" is 'kl')")]
+    for path, message in cases:
+        result = subprocess.run([sys.executable, str(REPO / "bench" / "learn.py"), "--combine", str(path), "--png",
+                                 str(tmp_path / "out.png")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and f"--combine {path}: {message}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "out.png").exists()

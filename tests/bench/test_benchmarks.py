@@ -135,7 +135,8 @@ def test_worker_bench(tmp_path: Path):
 
 def test_learn_combine_names_a_file_that_is_not_a_learn_result(tmp_path: Path):
     (tmp_path / "broken.json").write_text("{")
-    cases = [(tmp_path / "missing.json", "cannot read it as JSON"), (tmp_path / "broken.json", "cannot read it as JSON"),
+    cases = [(tmp_path / "missing.json", "cannot read it as JSON"),
+             (tmp_path / "broken.json", "cannot read it as JSON"),
              (REPO / "bench" / "results" / "kl.json", "not a bench/learn.py result (its \"benchmark\" is 'kl')")]
     for path, message in cases:
         result = subprocess.run([sys.executable, str(REPO / "bench" / "learn.py"), "--combine", str(path), "--png",

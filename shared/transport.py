@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,8 @@ DROP_REASONS = ("stale", "corrupt", "oversize", "invalid", "over_cap")
 ACCOUNTING_FIELDS = ("produced", "consumed", *(f"dropped_{r}" for r in DROP_REASONS), "reissued",
                      "chunks_produced", "chunks_consumed", "chunks_dropped")
 ACK_OUTCOMES = ("consumed", *(f"dropped_{r}" for r in DROP_REASONS))
+# Set in the accounting hash once an earlier session's counters were added (carry_accounting).
+ACCOUNTING_CARRIED = "carried"
 
 
 # Error replies that say "not now" rather than "never": the server is loading its data set,
@@ -405,6 +407,26 @@ class RunTransport:
                 return dropped
             self.acknowledge([entry_id for entry_id, _ in entries], f"dropped_{reason}")
             dropped += len(entries)
+
+    @_wrap_errors
+    def carry_accounting(self, earlier: Mapping[str, int]) -> bool:
+        """Add an earlier session's counters (logs/accounting.json) once to this Redis' counters, so a
+        run resumed on a fresh Redis (`hotlap train` starts one per session) counts the whole run.
+        False when this Redis already counts from the run's start (a `carried` mark: it was done
+        before, or the counters survived with the server), and nothing is added."""
+
+        def carry(pipe: Any) -> bool:
+            if pipe.hexists(self.keys.accounting, ACCOUNTING_CARRIED):
+                return False
+            pipe.multi()
+            for name in ACCOUNTING_FIELDS:
+                if earlier.get(name):
+                    pipe.hincrby(self.keys.accounting, name, int(earlier[name]))
+            pipe.hset(self.keys.accounting, ACCOUNTING_CARRIED, 1)
+            return True
+
+        carried: bool = self.client.transaction(carry, self.keys.accounting, value_from_callable=True)
+        return carried
 
     @_wrap_errors
     def accounting(self) -> dict[str, int]:

@@ -9,7 +9,8 @@
 Experience is acknowledged only after the version trained on it is published, so a trainer that
 dies mid-iteration gets the same episodes re-delivered when it restarts: no lost work. Entries
 that cannot be trained on (trainer.intake) are acknowledged at once and counted by reason; the
-run's accounting (produced = consumed + dropped) goes to logs/accounting.json at the end.
+run's accounting (produced = consumed + dropped) goes to logs/accounting.json after every iteration and at
+the end; a session resumed on a fresh Redis adds the earlier sessions' counters once.
 A non-finite loss fails the run, as DeepRacer's "NaN detected in loss function, aborting training".
 """
 
@@ -56,7 +57,7 @@ from shared.store import (
     StoreError,
     sha256,
 )
-from shared.transport import RunTransport, TransportError
+from shared.transport import ACCOUNTING_FIELDS, DROP_REASONS, RunTransport, TransportError
 from trainer.coach_log import CoachLog
 from trainer.intake import Verdict, experience_spec, screen
 from trainer.lease import LeaseError, TrainerLease
@@ -262,6 +263,7 @@ class TrainerService(ServiceLoop):
         }
         self.checkpoints = self._load_checkpoint_index(files.settings.best_model_metric)
         self.retrying("ensuring the consumer group", self.transport.ensure_group)
+        self._carry_accounting()
         self.version = self._resume_or_start()
         self.published = self.version
         self._set_status("running")
@@ -545,6 +547,35 @@ class TrainerService(ServiceLoop):
 
     def _acknowledge(self, batch: Batch) -> None:
         self.retrying("acking", self.transport.acknowledge, batch.entry_ids)
+        self._write_accounting()
+
+    def _write_accounting(self) -> None:
+        """logs/accounting.json: the run's counters so far (after every iteration, so that a session
+        stopped or killed hands them to the next one, see _carry_accounting)."""
+        counts = self.retrying("reading accounting", self.transport.accounting)
+        self.retrying("writing accounting", self.store.put_text, ACCOUNTING_LOG,
+                      json.dumps({"run_id": self.config.run_id, **counts}, indent=2))
+
+    def _carry_accounting(self) -> None:
+        """A resumed run on a fresh Redis (`hotlap train` starts one per session) would count only this
+        session: add the counters of logs/accounting.json once. Messages the earlier session had in
+        the stream went with its Redis: they count as dropped stale, so produced = consumed + dropped."""
+        try:
+            text = self.retrying("reading accounting", self.store.get_text, ACCOUNTING_LOG)
+        except ObjectNotFound:
+            return  # a new run, or a session that never finished an iteration
+        try:
+            earlier = {name: int(json.loads(text).get(name, 0)) for name in ACCOUNTING_FIELDS}
+        except (ValueError, TypeError, AttributeError) as e:
+            log.warning("%s is unreadable (%s): this session's accounting starts from 0", ACCOUNTING_LOG, e)
+            return
+        vanished = earlier["produced"] - earlier["consumed"] - sum(
+            earlier[f"dropped_{reason}"] for reason in DROP_REASONS)
+        earlier["dropped_stale"] += max(vanished, 0)
+        if self.retrying("carrying accounting", self.transport.carry_accounting, earlier):
+            log.info("accounting continues from %s: %d produced, %d consumed (%d in the earlier session's "
+                     "stream were lost with its Redis: counted as dropped stale)", ACCOUNTING_LOG,
+                     earlier["produced"], earlier["consumed"], max(vanished, 0))
 
     def _log_iteration(self, version: int, batch: Batch, stats: dict[str, float]) -> None:
         if self.tensorboard is not None:

@@ -102,10 +102,10 @@ def test_a_stop_signal_stops_the_services_against_a_live_redis_and_leaves_nothin
     assert not [pid for pid in started if alive(pid)], "a process hotlap train started outlived it"
 
 
-def _train_until(tmp_path: Path, version: int) -> str:
+def _train_until(tmp_path: Path, version: int, *extra: str) -> str:
     """`hotlap train` (run r) until the store holds ``version``, then `kill` (SIGTERM); its output."""
-    proc = subprocess.Popen(train_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=REPO, env=environment(), start_new_session=True)
+    proc = subprocess.Popen([*train_command(tmp_path), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO, env=environment(), start_new_session=True)
     store = ModelStore(open_store(f"file://{tmp_path / 'runs' / 'r'}"))
     try:
         deadline = time.monotonic() + 300
@@ -158,3 +158,21 @@ def test_a_killed_hotlap_train_takes_redis_and_its_services_with_it(tmp_path: Pa
         for pid in started:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_resumed_on_a_fresh_redis_accounts_for_the_whole_run(tmp_path: Path) -> None:
+    """Each `hotlap train` session starts its own Redis: the second session adds the first one's
+    counters (logs/accounting.json, written every iteration) once, so the finished run's accounting
+    counts every episode of episodes.csv, and what the first Redis still held counts as dropped."""
+    _train_until(tmp_path, 1, "--max-iterations", "3")
+    finished = subprocess.run([*train_command(tmp_path), "--max-iterations", "3"], capture_output=True, text=True,
+                              timeout=300, cwd=REPO, env=environment())
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    run = tmp_path / "runs" / "r"
+    counts = json.loads((run / "logs" / "accounting.json").read_text())
+    episodes = (run / "logs" / "episodes.csv").read_text().splitlines()[1:]
+    assert len(episodes) == 3 * HYPERPARAMETERS["num_episodes_between_training"]
+    assert counts["consumed"] == len(episodes)  # chunks are async only: every message here is an episode
+    dropped = sum(v for k, v in counts.items() if k.startswith("dropped_"))
+    assert counts["produced"] == counts["consumed"] + dropped, counts
+    assert "accounting continues from logs/accounting.json" in (run / "logs" / "processes" / "trainer.log").read_text()

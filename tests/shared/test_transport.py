@@ -338,3 +338,16 @@ def test_workers_registering_at_once_never_share_an_index(redis_url: str, run_id
     with ThreadPoolExecutor(12) as pool:
         indexes = list(pool.map(register, [f"w{i}" for i in range(12)]))
     assert sorted(indexes) == list(range(12))
+
+
+def test_an_earlier_sessions_accounting_is_carried_once(transport: RunTransport):
+    """A run resumed on a fresh Redis adds logs/accounting.json's counters once; a restarted trainer
+    on the same Redis (the counters survived) adds nothing."""
+    transport.ensure_group()
+    assert transport.push_experience(experience(version=0, episode=0)) is not None  # this session's
+    earlier = {"produced": 8, "consumed": 6, "dropped_stale": 2, "chunks_produced": 1}
+    assert transport.carry_accounting(earlier)
+    assert not transport.carry_accounting(earlier)
+    counts = transport.accounting()
+    assert counts["produced"] == 9 and counts["consumed"] == 6 and counts["dropped_stale"] == 2
+    assert counts["chunks_produced"] == 1 and "carried" not in counts

@@ -8,6 +8,7 @@ environment variables, so the compose `init` service runs plain `python -m hotla
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -501,6 +502,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(os.environ).parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: the resume command repeats it
+    # Warnings (a lidar-only model, values the car clips, a misspelt custom file) say they are warnings;
+    # the services configure their own logging (shared.logs).
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         code: int = args.func(args)
         return code

@@ -7,6 +7,7 @@ trainer and N simulator workers as separate processes — the same `python -m tr
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ from hotlap.seed import seed_store
 from shared.config import REDIS_MAXMEMORY_BYTES, ServiceConfig, redact_url
 from shared.run_files import RunFiles
 from shared.service import EXIT_LEASE, EXIT_NOT_SEEDED, EXIT_SERVER_ERROR
-from shared.store import ModelStore, open_store
+from shared.store import CHECKPOINTS_INDEX, ModelStore, StoreError, open_store
 from shared.transport import RunTransport, TransportError
 
 PROGRESS_EVERY_S = 1.0
@@ -306,6 +307,19 @@ def _wait_all(trainer: subprocess.Popen[bytes], workers: list[subprocess.Popen[b
     return codes
 
 
+def _best_line(store: ModelStore) -> str:
+    """The evaluation's best version (model/deepracer_checkpoints.json, BEST_MODEL_METRIC), or ""."""
+    from hotlap.models import resolve_version
+
+    try:
+        best = resolve_version(store, "best")
+        index = json.loads(store.get_text(CHECKPOINTS_INDEX))["best_checkpoint"]
+        metric = float(index.get("avg_eval_metric", index.get("avg_comp_pct")))
+    except (StoreError, ValueError, TypeError, KeyError):
+        return ""  # no evaluation yet (or a damaged index: `hotlap evaluate --version best` names it)
+    return f"version {best} by evaluation ({metric:g}; `hotlap evaluate {store.url} --version best`)"
+
+
 def _summary(run: LocalRun, store: ModelStore, codes: list[int], failure: str, errors: list[str],
              seconds: float) -> None:
     latest = store.latest_version()
@@ -313,6 +327,8 @@ def _summary(run: LocalRun, store: ModelStore, codes: list[int], failure: str, e
     print(f"run {run.run_id}: {'finished' if store.is_done() else 'NOT finished'} in {seconds:.0f}s")
     print(f"  store:          {store.url}")
     print(f"  latest model:   version {latest}" + (f" (model/{latest}/)" if latest is not None else ""))
+    if latest is not None and (best := _best_line(store)):
+        print(f"  best model:     {best}")
     print(f"  exit codes:     trainer {codes[0]}, workers {codes[1:]}")
     if run.log_dir:
         print(f"  process logs:   {run.log_dir}")

@@ -46,7 +46,8 @@ def lidar_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert not (folder / "runs" / RUN_ID).exists()  # refused before anything was stored or started
     trained = _train(folder, "--allow-no-camera")
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
-    assert "sensor ['LIDAR'] has no camera" in trained.stdout + trained.stderr  # the warning
+    assert "WARNING: " in trained.stderr and "sensor ['LIDAR'] has no camera" in trained.stderr  # the warning
+    assert "best model:     version " in trained.stdout and "--version best" in trained.stdout  # the summary
     return folder / "runs" / RUN_ID
 
 

@@ -560,19 +560,20 @@ class TrainerService(ServiceLoop):
         """A resumed run on a fresh Redis (`hotlap train` starts one per session) would count only this
         session: add the counters of logs/accounting.json once. Messages the earlier session had in
         the stream went with its Redis: they count as dropped stale, so produced = consumed + dropped."""
+        earlier = dict.fromkeys(ACCOUNTING_FIELDS, 0)
         try:
             text = self.retrying("reading accounting", self.store.get_text, ACCOUNTING_LOG)
-        except ObjectNotFound:
-            return  # a new run, or a session that never finished an iteration
-        try:
             earlier = {name: int(json.loads(text).get(name, 0)) for name in ACCOUNTING_FIELDS}
+        except ObjectNotFound:
+            pass  # a new run, or a session that never finished an iteration: nothing to add
         except (ValueError, TypeError, AttributeError) as e:
             log.warning("%s is unreadable (%s): this session's accounting starts from 0", ACCOUNTING_LOG, e)
-            return
+        # Carried even when there is nothing to add: the mark tells a restarted trainer on this same
+        # Redis that its counters already count from the run's start.
         vanished = earlier["produced"] - earlier["consumed"] - sum(
             earlier[f"dropped_{reason}"] for reason in DROP_REASONS)
         earlier["dropped_stale"] += max(vanished, 0)
-        if self.retrying("carrying accounting", self.transport.carry_accounting, earlier):
+        if self.retrying("carrying accounting", self.transport.carry_accounting, earlier) and earlier["produced"]:
             log.info("accounting continues from %s: %d produced, %d consumed (%d in the earlier session's "
                      "stream were lost with its Redis: counted as dropped stale)", ACCOUNTING_LOG,
                      earlier["produced"], earlier["consumed"], max(vanished, 0))

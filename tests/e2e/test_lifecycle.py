@@ -61,11 +61,11 @@ def test_a_second_run_with_a_new_prefix_on_the_same_redis_and_run_id_starts_clea
         assert (run / "metrics" / "TrainingMetrics.json").is_file()  # worker 0's, as DeepRacer names it
         assert json.loads((run / "model" / "latest.json").read_text())["version"] == 2
 
-    # The same files again on a finished run's folder: a no-op resume, nothing trained again.
+    # The same files again on a finished run's folder: nothing is trained or even started again.
     again = hotlap_train(tmp_path, tmp_path / "second", run_id, redis_url)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "same files: resuming" in again.stdout
-    assert "already done" in (tmp_path / "second" / run_id / "logs" / "processes" / "trainer.log").read_text()
+    assert f"run {run_id} is already finished" in again.stdout and "nothing to train" in again.stdout
+    assert "already done" not in (tmp_path / "second" / run_id / "logs" / "processes" / "trainer.log").read_text()
 
 
 # ------------------------------------------------------------------------------ processes

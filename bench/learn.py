@@ -39,6 +39,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,7 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "default: hotlap's")
     parser.add_argument("--generalise", nargs="*", default=[], metavar="TRACK",
                         help="also evaluate each case's best version on these tracks")
-    parser.add_argument("--runs-dir", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--runs-dir", type=Path,
+                        help="keep the runs here (default: a temporary folder, deleted at the end: every version "
+                             "is kept for evaluation, about 70 MB each)")
     parser.add_argument("--json", type=Path, default=BENCH / "results" / "learn.json")
     parser.add_argument("--png", type=Path, default=BENCH / "results" / "learn.png")
     parser.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
@@ -383,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     result = write_result(args.json, "learn", info, settings, results, summary)
     plot(results, args.png, machine_line(result["machine"]))
     print(f"wrote {args.json} and {args.png}")
+    if args.runs_dir is None:  # every version of every case is kept for evaluation: gigabytes, not kept
+        shutil.rmtree(runs, ignore_errors=True)
     return 0
 
 

@@ -11,7 +11,9 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -505,6 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Warnings (a lidar-only model, values the car clips, a misspelt custom file) say they are warnings;
     # the services configure their own logging (shared.logs).
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # Ctrl-C (`kill -INT`) ends every command, also one started by a script with `&`, which inherits
+    # SIGINT ignored (a terminal's Ctrl-C never reaches a background job's group anyway).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code: int = args.func(args)
         return code

@@ -131,10 +131,11 @@ def test_status_of_a_running_then_finished_run(tmp_path: Path, bounded_redis: st
         produced = [json.loads(line)["episodes"]["produced"] for line in lines]
         assert produced == sorted(produced)  # counters only grow
 
-        # Ctrl-C ends a watch with exit 0, no traceback
+        # Ctrl-C ends a watch with exit 0, no traceback; also when started by a script with `&`, which
+        # hands it SIGINT ignored
         watcher = subprocess.Popen([sys.executable, "-m", "hotlap", "status", run_id, "--redis-url", bounded_redis,
                                     "--watch", "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, cwd=REPO)
+                                   text=True, cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
         assert watcher.stdout is not None
         assert watcher.stdout.readline().startswith(f"run {run_id} "), watcher.stderr.read() if watcher.stderr else ""
         watcher.send_signal(signal.SIGINT)

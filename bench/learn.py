@@ -220,19 +220,20 @@ def generalisation(run: Path, version: int, tracks: list[str], args: argparse.Na
     return results
 
 
+def _fastest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The version row with the shortest best lap, or None."""
+    return min(rows, key=lambda r: r["best_lap_s"]) if rows else None
+
+
 def summarise(case: Case, evaluated: dict[str, Any], seconds: float, code: int, window_s: float) -> dict[str, Any]:
     rows = evaluated["versions"]
     reliable = next((r for r in rows if r["trials"] and r["laps"] == r["trials"]), None)
     laps = [r for r in rows if r["best_lap_s"] is not None]
-    fastest = min(laps, key=lambda r: r["best_lap_s"]) if laps else None
-    in_window = [r for r in laps if r["seconds"] <= window_s]
-    fastest_in_window = min(in_window, key=lambda r: r["best_lap_s"]) if in_window else None
     # a racer's lap: from a version that laps every trial, not one lucky trial of a version that crashes
     reliable_laps = [r for r in laps if r["laps"] == r["trials"]]
-    fastest_reliable = min(reliable_laps, key=lambda r: r["best_lap_s"]) if reliable_laps else None
-    reliable_in_window = [r for r in reliable_laps if r["seconds"] <= window_s]
-    fastest_reliable_in_window = min(reliable_in_window, key=lambda r: r["best_lap_s"]) if reliable_in_window \
-        else None
+    fastest, fastest_reliable = _fastest(laps), _fastest(reliable_laps)
+    fastest_in_window = _fastest([r for r in laps if r["seconds"] <= window_s])
+    fastest_reliable_in_window = _fastest([r for r in reliable_laps if r["seconds"] <= window_s])
     kls = [r["approx_kl_max"] for r in rows if r["approx_kl_max"] is not None]
     best = next((r for r in rows if r["version"] == evaluated["best_version"]), None)
     last = rows[-1] if rows else None

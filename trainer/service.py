@@ -553,8 +553,10 @@ class TrainerService(ServiceLoop):
         """logs/accounting.json: the run's counters so far (after every iteration, so that a session
         stopped or killed hands them to the next one, see _carry_accounting)."""
         counts = self.retrying("reading accounting", self.transport.accounting)
-        self.retrying("writing accounting", self.store.put_text, ACCOUNTING_LOG,
-                      json.dumps({"run_id": self.config.run_id, **counts}, indent=2))
+        self.retrying("writing accounting", self.store.put_text, ACCOUNTING_LOG, self._accounting_json(counts))
+
+    def _accounting_json(self, counts: dict[str, int]) -> str:
+        return json.dumps({"run_id": self.config.run_id, **counts}, indent=2)
 
     def _carry_accounting(self) -> None:
         """A resumed run on a fresh Redis (`hotlap train` starts one per session) would count only this
@@ -620,7 +622,7 @@ class TrainerService(ServiceLoop):
         try:
             left = self.transport.drop_remaining("stale")
             counts = self.transport.accounting()
-            self.store.put_text(ACCOUNTING_LOG, json.dumps({"run_id": self.config.run_id, **counts}, indent=2))
+            self.store.put_text(ACCOUNTING_LOG, self._accounting_json(counts))
         except (TransportError, StoreError) as e:
             log.warning("could not write %s: %s", ACCOUNTING_LOG, e)
             return
